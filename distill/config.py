@@ -1,0 +1,142 @@
+"""Job configs: a pydantic model, filled from a YAML file and then ``dotted.key=value`` overrides.
+
+Every job in ``jobs/`` is ``load_config(MyJobConfig)`` plus one library call. The same model
+renders the README's config reference (``config_reference``), so docs cannot drift from code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(SystemExit):
+    """A config that cannot be used; exits with a readable message instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"config error: {message}")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=[1, 2]"]`` -> ``{"a": {"b": 3}, "c": [1, 2]}`` (values parsed as YAML)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(model: type[M], yaml_text: str | None = None, overrides: list[str] | None = None) -> M:
+    """Validate YAML + overrides into ``model``; errors name the offending field."""
+    data: dict[str, Any] = {}
+    if yaml_text:
+        loaded = yaml.safe_load(yaml_text)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("the YAML file must hold a mapping at top level")
+        data = loaded or {}
+    data = _merge(data, parse_overrides(overrides or []))
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"{model.__name__} is invalid:\n" + "\n".join(lines)) from None
+
+
+def load_config(model: type[M], argv: list[str] | None = None, description: str | None = None) -> M:
+    """Parse ``--config FILE`` and ``key=value`` overrides from the command line."""
+    parser = argparse.ArgumentParser(description=description or model.__doc__)
+    parser.add_argument("--config", help="YAML file with the job config (any pyarrow filesystem URI)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tournament.k=4")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    text = None
+    if args.config:
+        from distill import storage
+
+        if not storage.exists(args.config):
+            raise ConfigError(f"config file {args.config!r} does not exist")
+        text = storage.read_bytes(args.config).decode()
+    cfg = build_config(model, text, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        raise SystemExit(0)
+    return cfg
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _submodels(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _submodels(a)]
+
+
+def config_reference(model: type[BaseModel], prefix: str = "") -> str:
+    """A Markdown table of every field (nested models flattened with dotted names)."""
+    rows: list[str] = []
+
+    def walk(m: type[BaseModel], pre: str) -> None:
+        for name, field in m.model_fields.items():
+            key = f"{pre}{name}"
+            subs = _submodels(field.annotation)
+            if len(subs) == 1 and typing.get_origin(field.annotation) is None:
+                walk(subs[0], key + ".")
+                continue
+            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            if subs:  # a union of models (e.g. judge kinds): show each variant's fields
+                default = "see variants"
+            doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
+            rows.append(f"| `{key}` | {_type_name(field.annotation)} | `{default}` | {doc} |")
+            for sub in subs:
+                walk(sub, f"{key}[{sub.__name__}].")
+
+    walk(model, prefix)
+    return "| field | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows)
