@@ -1,0 +1,7 @@
+"""Teachers that score k-way matches: the protocol, the demo's text oracle, and their configs."""
+
+from distill.judges.base import Candidate, Judge, Judgement, MatchView
+from distill.judges.config import JudgeConfig, PluginJudgeConfig, RandomJudgeConfig, TextOracleConfig
+
+__all__ = ["Candidate", "Judge", "Judgement", "MatchView", "JudgeConfig", "TextOracleConfig",
+           "RandomJudgeConfig", "PluginJudgeConfig"]
