@@ -1,0 +1,1 @@
+"""The deterministic offline demo world: OpenMoji merchandise, template personas, a known utility."""
