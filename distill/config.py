@@ -82,7 +82,8 @@ def load_config(model: type[M], argv: list[str] | None = None, description: str 
     parser.add_argument("--config", help="YAML file with the job config (any pyarrow filesystem URI)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tournament.k=4")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # intermixed: overrides may come before and after --config (``a=1 --config x.yaml b=2``)
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     text = None
     if args.config:
         from distill import storage

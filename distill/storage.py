@@ -55,12 +55,19 @@ def write_bytes_atomic(data: bytes, uri: str) -> None:
     if parent:
         fs.create_dir(parent, recursive=True)
     if _is_local(fs):
-        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # Hidden (leading '.') so a temp left by a killed process is skipped by read_table's
+        # ignore_prefixes as well as list_files; removed on any error we live through.
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
     else:
         with fs.open_output_stream(path) as out:
             out.write(data)

@@ -1,0 +1,126 @@
+"""``distill.storage`` (atomic writes, listing, reading back) and ``distill.config`` (YAML + overrides)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel, Field
+
+from distill import storage
+from distill.config import ConfigError, build_config, config_reference, load_config, parse_overrides
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_atomic_write_leaves_no_temp_file_and_reads_back(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = str(tmp_path / "deep" / "dir" / "obj.json")
+    temps: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (temps.append(src), real_replace(src, dst)))
+    storage.write_json_atomic({"a": 1, "b": [1, 2]}, uri)
+    storage.write_json_atomic({"a": 2}, uri)  # replace in place
+    assert storage.read_json(uri) == {"a": 2}
+    assert os.listdir(tmp_path / "deep" / "dir") == ["obj.json"]
+    # Temps are hidden files beside the target, so dataset readers skip one a crash leaves.
+    assert temps and all(os.path.basename(t).startswith(".obj.json.tmp-") for t in temps)
+    assert storage.exists(uri) and not storage.exists(str(tmp_path / "nope"))
+
+
+def test_failed_write_cleans_its_temp_and_keeps_the_old_object(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = str(tmp_path / "obj.bin")
+    storage.write_bytes_atomic(b"old", uri)
+
+    def fail(*_a: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        storage.write_bytes_atomic(b"new", uri)
+    assert storage.read_bytes(uri) == b"old"
+    assert os.listdir(tmp_path) == ["obj.bin"]
+
+
+def test_list_files_and_read_table_skip_temp_files(tmp_path: Path) -> None:
+    d = str(tmp_path / "parts")
+    for name in ("b", "a"):
+        storage.write_table_atomic(pa.table({"x": [1, 2], "y": ["p", "q"]}), storage.join(d, f"{name}.parquet"),
+                                   schema=pa.schema([("x", pa.int64())]))
+    # What a killed writer leaves behind must not be listed or read.
+    (tmp_path / "parts" / ".c.parquet.tmp-deadbeef").write_bytes(b"PAR1 torn")
+    table = storage.read_table(d)
+    assert table.column_names == ["x"] and table.num_rows == 4  # schema applied on write
+    (tmp_path / "parts" / "notes.txt").write_text("x")
+    assert storage.list_files(d, ".parquet") == [storage.join(d, "a.parquet"), storage.join(d, "b.parquet")]
+    storage.delete(d)
+    assert not storage.exists(d) and storage.list_files(d) == []
+    storage.delete(d)  # missing is fine
+
+
+def test_uri_forms(tmp_path: Path) -> None:
+    assert storage.join("s3://bucket/prefix", "a", "b.json") == "s3://bucket/prefix/a/b.json"
+    uri = (tmp_path / "f.bin").as_uri()
+    storage.write_bytes_atomic(b"x", uri)
+    assert storage.read_bytes(str(tmp_path / "f.bin")) == b"x"
+    fs, path = storage.resolve("relative/thing")
+    assert os.path.isabs(path)
+
+
+# --------------------------------------------------------------------------- config
+
+
+class Inner(BaseModel):
+    k: int = Field(2, ge=2, description="matches size")
+    name: str = Field("x", description="a name")
+
+
+class JobCfg(BaseModel):
+    """A test job."""
+
+    out: str = Field(description="where")
+    mode: Literal["fast", "slow"] = Field("fast", description="speed")
+    inner: Inner = Field(default_factory=Inner, description="nested")
+    tags: list[str] = Field(default_factory=list, description="tags")
+
+
+def test_yaml_and_overrides_merge(tmp_path: Path) -> None:
+    cfg = build_config(JobCfg, "out: /a\ninner:\n  k: 3\n  name: y\n", ["inner.k=5", "tags=[a, b]"])
+    assert cfg.out == "/a" and cfg.inner.k == 5 and cfg.inner.name == "y" and cfg.tags == ["a", "b"]
+    path = tmp_path / "c.yaml"
+    path.write_text("out: /from-yaml\nmode: slow\n")
+    cfg = load_config(JobCfg, ["out=/early", "--config", str(path), "inner.k=4"])
+    assert (cfg.out, cfg.mode, cfg.inner.k) == ("/early", "slow", 4)  # overrides beat YAML
+    assert parse_overrides(["a.b=3", "c=", "d=x=y"]) == {"a": {"b": 3}, "c": "", "d": "x=y"}
+
+
+def test_type_errors_name_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config(JobCfg, "out: /a\n", ["inner.k=one", "mode=medium"])
+    msg = str(err.value.code)
+    assert "inner.k" in msg and "mode" in msg
+    with pytest.raises(ConfigError, match="out"):
+        build_config(JobCfg, None, [])
+
+
+@pytest.mark.parametrize("bad", ["no-equals", "=3"])
+def test_bad_override_is_a_config_error(bad: str) -> None:
+    with pytest.raises(ConfigError, match="override"):
+        parse_overrides([bad])
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mapping"):
+        build_config(JobCfg, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(JobCfg, ["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_config_reference_lists_nested_fields() -> None:
+    ref = config_reference(JobCfg)
+    assert "| `inner.k` | int | `2` | matches size |" in ref
+    assert "| `out` | str | `required` | where |" in ref
