@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterator
@@ -183,8 +184,6 @@ def _fmt_counts(counts: dict[str, int]) -> str:
 def _parent_uri(uri: str) -> str:
     if "://" in uri:
         return posixpath.dirname(uri.rstrip("/"))
-    import os
-
     return os.path.dirname(os.path.abspath(os.path.expanduser(uri)))
 
 
@@ -312,7 +311,7 @@ def _parse_catalog_row(uri: str, line: int, rec: dict[str, Any], default_split: 
         raise IngestError(f"{uri} line {line}: image {image!r} must be a path inside images_dir")
     attributes = {
         str(k).strip(): _as_str(v) for k, v in rec.items()
-        if k not in _RESERVED_CATALOG_COLUMNS and v is not None and _as_str(v) != ""
+        if k and str(k).strip() not in _RESERVED_CATALOG_COLUMNS and v is not None and _as_str(v) != ""
     } or None
     try:
         item = CatalogItem(item_id=cell("item_id"), title=cell("title"), image=b"", split=split,
