@@ -21,6 +21,7 @@ from __future__ import annotations
 import colorsys
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -214,7 +215,8 @@ def recolour_svg(svg: str, colour: str) -> str:
     fills = _FILL.findall(body)
     if not fills:
         return svg
-    dominant = max(set(f.lower() for f in fills), key=lambda f: [x.lower() for x in fills].count(f))
+    counts = Counter(f.lower() for f in fills)
+    dominant = max(sorted(counts), key=counts.__getitem__)  # sorted: ties never depend on hash order
     base_l = colorsys.rgb_to_hls(*_rgb(dominant))[1]
     th, tl, ts = colorsys.rgb_to_hls(*_rgb(colour))
 
