@@ -1,0 +1,325 @@
+"""The product's real teacher: an open-weight vision-language model served in-process by vLLM.
+
+One judge call = one match view = one prompt: the persona and the instruction first (shared by
+all of one persona's matches, so vLLM's prefix caching pays), then the k candidate images, each
+after its label line ("Image A:", "Image B:", ...), in ONE multi-image user turn rendered by the
+model's own chat template. The answer is ONE generated token restricted to the k label tokens
+(``SamplingParams(max_tokens=1, allowed_token_ids=<k label ids>, logprobs=k)``) and the engine
+runs with ``logprobs_mode="processed_logprobs"``, so the returned log-probabilities are those of
+the constrained distribution (over exactly the k labels, summing to 1), not the raw vocabulary
+ones. The score vector is that distribution, renormalised over the k labels and sharpened or
+flattened by ``label_temperature``. Nothing is parsed from text: zero unparsable answers.
+
+Import discipline: this module imports only numpy, pillow, pydantic and the judge protocol at
+module level, so the driver (which has no vLLM; on CPU machines vLLM lives in its own venv, see
+``scripts/make_vllm_env.sh``) can read and validate a ``VLMJudgeConfig``. vLLM is imported when a
+judge is built, inside the judge actor. Judgements hold plain numpy arrays, never torch tensors.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.judges.base import Judge, Judgement, MatchView, softmax
+
+#: Option labels in shown order. 20 = vLLM's default ``max_logprobs``.
+LABELS = "ABCDEFGHIJKLMNOPQRST"
+PROMPTS_DIR = Path(__file__).with_name("prompts")
+_SEED_MASK = (1 << 63) - 1
+
+
+class VLMJudgeConfig(BaseModel):
+    """A VLM teacher on vLLM. Engine settings, sampling and prompt in one place.
+
+    The defaults are for a GPU node. On a CPU machine (tests, the tiny model) set
+    ``dtype="bfloat16"``, ``enforce_eager=True``, ``kv_cache_gib`` (e.g. 1) and a small
+    ``gpu_memory_utilization`` (on CPU it is the share of host RAM vLLM may claim).
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    kind: Literal["vlm"] = Field("vlm", description="Selects this judge in a judge config.")
+
+    # ---- the model and engine -------------------------------------------------------------------
+    model: str = Field(description="Hugging Face hub name (e.g. 'Qwen/Qwen2.5-VL-7B-Instruct') or a local directory with config, weights, tokenizer and processor files.")
+    tokenizer: str | None = Field(None, description="Tokenizer name or path when it differs from `model`.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model repository (needed by some VLMs, e.g. InternVL).")
+    dtype: str = Field("auto", description="Weight/activation dtype passed to vLLM: 'auto', 'bfloat16', 'float16' or 'float32'. CPU: 'bfloat16'.")
+    max_model_len: int = Field(8192, gt=0, description="Longest prompt + answer in tokens. A match costs roughly (text tokens + k x image tokens); images are capped by the pixel budget below.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (one judge actor owns one tensor-parallel group).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may claim (weights + activations + KV cache). On CPU: share of host RAM, keep it small (0.3) and set kv_cache_gib.")
+    kv_cache_gib: float | None = Field(None, gt=0, description="Explicit KV-cache size in GiB (vLLM's kv_cache_memory_bytes; replaces the VLLM_CPU_KVCACHE_SPACE env var on CPU). None: vLLM sizes the cache from gpu_memory_utilization.")
+    max_num_seqs: int = Field(64, ge=1, description="Most matches the engine schedules in one step (its batch size).")
+    enable_prefix_caching: bool = Field(True, description="Reuse the KV cache of the shared system + persona + instruction prefix across one persona's matches.")
+    enforce_eager: bool = Field(False, description="Skip torch.compile / CUDA graphs: slower steps but a much faster engine start. True on CPU.")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Any further vllm.LLM keyword arguments (override the ones derived from the fields above).")
+
+    # ---- sampling and scores --------------------------------------------------------------------
+    seed: int = Field(0, description="Engine seed. Each request is additionally seeded with its match view's seed, so the sampled label is reproducible wherever the view is judged.")
+    label_temperature: float = Field(1.0, gt=0, description="Temperature applied to the k label log-probabilities: scores = softmax(logp / T). 1 keeps the model's distribution, < 1 sharpens, > 1 flattens.")
+
+    # ---- prompt and images ----------------------------------------------------------------------
+    prompt_version: str = Field("persona_choice_v1", description="Prompt template: a file name in distill/judges/prompts/ (without .txt) or a path to a .txt template. Recorded with every match.")
+    max_k: int = Field(8, ge=2, le=len(LABELS), description="Most images in one match; sets vLLM's limit_mm_per_prompt and the label alphabet used (A.. in order).")
+    image_max_side: int = Field(448, ge=28, description="Images are downscaled (aspect kept) so their longer side is at most this many pixels before they reach the engine.")
+    image_max_pixels: int | None = Field(None, ge=28 * 28, description="Pixel budget per image (width x height) applied after image_max_side; None: image_max_side squared.")
+
+    # ---- where the judge actors run (read by the tournament engine) ------------------------------
+    python_executable: str | None = Field(None, description="Interpreter of the judge actors (Ray runtime_env py_executable), e.g. '.venv-vllm/bin/python' on a CPU machine where vLLM lives in its own venv. None: $VLLM_VENV/bin/python when VLLM_VENV is set, else the driver's interpreter (a GPU image with vLLM installed).")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type the judge actors ask for on GPU nodes (e.g. 'A100', 'H100'), so an autoscaler can start the right GPU group.")
+    use_gpu: bool = Field(True, description="Judge actors ask Ray for tensor_parallel_size GPUs each. False on CPU machines.")
+
+    def engine_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``vllm.LLM``."""
+        args: dict[str, Any] = dict(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            trust_remote_code=self.trust_remote_code,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_num_seqs=self.max_num_seqs,
+            enable_prefix_caching=self.enable_prefix_caching,
+            enforce_eager=self.enforce_eager,
+            seed=self.seed,
+            limit_mm_per_prompt={"image": self.max_k, "video": 0},
+            # the returned log-probabilities are those of the *constrained* distribution
+            logprobs_mode="processed_logprobs",
+            max_logprobs=max(20, self.max_k),
+            disable_log_stats=True,
+        )
+        if self.kv_cache_gib is not None:
+            args["kv_cache_memory_bytes"] = int(self.kv_cache_gib * (1 << 30))
+        args.update(self.engine_kwargs)
+        return {k: v for k, v in args.items() if v is not None}
+
+    def resolved_python_executable(self) -> str | None:
+        """The judge actors' interpreter, or None to run them in the driver's interpreter."""
+        if self.python_executable:
+            return str(Path(self.python_executable).expanduser().absolute())
+        venv = os.environ.get("VLLM_VENV")
+        if venv:
+            return str(Path(venv, "bin", "python").absolute())
+        return None
+
+    def ray_actor_options(self) -> dict[str, Any]:
+        """Ray options for one judge actor (``ray_remote_args`` of a Ray Data map_batches, or
+        ``.options()`` of an actor class): its GPUs, accelerator type and interpreter."""
+        opts: dict[str, Any] = {}
+        if self.use_gpu:
+            opts["num_gpus"] = self.tensor_parallel_size
+            if self.accelerator_type:
+                opts["accelerator_type"] = self.accelerator_type
+        python = self.resolved_python_executable()
+        if python and Path(python) != Path(sys.executable).absolute():
+            opts["runtime_env"] = {"py_executable": python}
+        return opts
+
+    def build(self) -> "VLMJudge":
+        return VLMJudge(self)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A versioned prompt file: ``[prefix]``, ``[image]`` and ``[suffix]`` sections."""
+
+    name: str
+    prefix: str
+    image: str
+    suffix: str
+
+    @classmethod
+    def load(cls, name_or_path: str) -> "PromptTemplate":
+        path = Path(name_or_path)
+        if path.suffix != ".txt" or not path.exists():
+            path = PROMPTS_DIR / f"{name_or_path}.txt"
+        if not path.exists():
+            known = sorted(p.stem for p in PROMPTS_DIR.glob("*.txt"))
+            raise FileNotFoundError(f"prompt template {name_or_path!r} not found (known: {known})")
+        sections: dict[str, list[str]] = {}
+        current: str | None = None
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            if stripped in ("[prefix]", "[image]", "[suffix]"):
+                current = stripped[1:-1]
+                sections[current] = []
+            elif current is None:
+                if stripped and not stripped.startswith("#"):
+                    raise ValueError(f"{path}: text before the first section: {line!r}")
+            else:
+                sections[current].append(line)
+        missing = {"prefix", "image", "suffix"} - sections.keys()
+        if missing:
+            raise ValueError(f"{path}: missing sections {sorted(missing)}")
+        text = {k: "\n".join(v).strip("\n") for k, v in sections.items()}
+        # the [image] and [suffix] sections start on a new line after the previous part
+        return cls(name=path.stem, prefix=text["prefix"], image="\n" + text["image"].strip("\n"),
+                   suffix="\n" + text["suffix"].strip("\n"))
+
+    def text_parts(self, persona: str, k: int) -> tuple[str, list[str], str]:
+        """(prefix, one label line per image, suffix) for a k-way match."""
+        labels = LABELS[:k]
+        listed = ", ".join(labels[:-1]) + " or " + labels[-1]
+        prefix = self.prefix.format(persona=persona.strip())
+        lines = [self.image.format(label=label) for label in labels]
+        suffix = self.suffix.format(labels=listed, k=k)
+        return prefix, lines, suffix
+
+
+class ViewError(Exception):
+    """A problem with one match view (its images); fails that view only."""
+
+
+def prepare_image(data: bytes | None, item_id: str, max_side: int, max_pixels: int) -> Image.Image:
+    """Decode, flatten onto white, and downscale an encoded image to the pixel budget."""
+    if not data:
+        raise ViewError(f"candidate {item_id}: no image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+                rgb.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                rgb = im.convert("RGB")
+    except Exception as e:  # noqa: BLE001  (PIL raises many kinds for bad bytes)
+        raise ViewError(f"candidate {item_id}: unreadable image ({type(e).__name__}: {e})") from None
+    w, h = rgb.size
+    if w < 1 or h < 1:
+        raise ViewError(f"candidate {item_id}: empty image")
+    scale = min(1.0, max_side / max(w, h), math.sqrt(max_pixels / (w * h)))
+    if scale < 1.0:
+        rgb = rgb.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
+    return rgb
+
+
+class VLMJudge(Judge):
+    """Scores k-way match views with one constrained token of a VLM served by ``vllm.LLM``."""
+
+    payload_columns = ("image",)
+
+    def __init__(self, config: VLMJudgeConfig, llm: Any | None = None):
+        from vllm import LLM, SamplingParams  # in the judge actor only
+
+        self.config = config
+        self.template = PromptTemplate.load(config.prompt_version)
+        self._sampling_params = SamplingParams
+        self.llm = llm if llm is not None else LLM(**config.engine_args())
+        tokenizer = self.llm.get_tokenizer()
+        ids: list[int] = []
+        for label in LABELS[:config.max_k]:
+            tok = tokenizer.encode(label, add_special_tokens=False)
+            if len(tok) != 1:
+                raise ValueError(f"option label {label!r} is not a single token for {config.model} ({tok})")
+            ids.append(int(tok[0]))
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"option labels map to repeated token ids {ids}")
+        self.label_token_ids = ids
+        self._max_pixels = config.image_max_pixels or config.image_max_side ** 2
+
+    # ---- identity -------------------------------------------------------------------------------
+    @property
+    def judge_id(self) -> str:
+        c = self.config
+        return (f"vlm/{c.model}/dtype={c.dtype}/prompt={self.template.name}/T={c.label_temperature:g}"
+                f"/side={c.image_max_side}/px={self._max_pixels}")
+
+    @property
+    def prompt_version(self) -> str:
+        return self.template.name
+
+    # ---- requests -------------------------------------------------------------------------------
+    def messages(self, persona: str, images: list[Image.Image]) -> list[dict[str, Any]]:
+        """One user turn: persona + instruction, then "Image A:" + image, ..., then the question."""
+        prefix, lines, suffix = self.template.text_parts(persona, len(images))
+        content: list[dict[str, Any]] = [{"type": "text", "text": prefix}]
+        for line, image in zip(lines, images):
+            content.append({"type": "text", "text": line})
+            content.append({"type": "image_pil", "image_pil": image})
+        content.append({"type": "text", "text": suffix})
+        return [{"role": "user", "content": content}]
+
+    def _request(self, view: MatchView):
+        k = view.k
+        if not 2 <= k <= self.config.max_k:
+            raise ViewError(f"match has {k} candidates; this judge takes 2..{self.config.max_k}")
+        c = self.config
+        images = [prepare_image(cand.image, cand.item_id, c.image_max_side, self._max_pixels)
+                  for cand in view.candidates]
+        params = self._sampling_params(
+            max_tokens=1,
+            temperature=1.0,  # label_temperature is applied to the returned log-probabilities
+            allowed_token_ids=self.label_token_ids[:k],
+            logprobs=k,
+            seed=int(view.seed) & _SEED_MASK,
+        )
+        return self.messages(view.persona_text, images), params
+
+    def _score(self, view: MatchView, output: Any) -> Judgement:
+        k = view.k
+        ids = self.label_token_ids[:k]
+        completion = output.outputs[0]
+        if not completion.logprobs:
+            return Judgement.failed("engine returned no log-probabilities")
+        step = completion.logprobs[0]
+        missing = [LABELS[i] for i, t in enumerate(ids) if t not in step]
+        if missing:
+            return Judgement.failed(f"engine returned no log-probability for labels {missing}")
+        logp = np.array([step[t].logprob for t in ids], dtype=np.float64)
+        if not np.isfinite(logp).any():
+            return Judgement.failed("all label log-probabilities are -inf")
+        logp = np.where(np.isfinite(logp), logp, -1e30)
+        scores = softmax(logp, self.config.label_temperature)
+        extras: dict[str, float] = {"prompt_tokens": float(len(output.prompt_token_ids or ()))}
+        if getattr(output, "num_cached_tokens", None) is not None:
+            extras["cached_tokens"] = float(output.num_cached_tokens)
+        if completion.token_ids:
+            sampled = completion.token_ids[0]
+            extras["sampled_index"] = float(ids.index(sampled)) if sampled in ids else -1.0
+        return Judgement(scores=scores, extras=extras)
+
+    def _generate(self, requests: list) -> list:
+        return self.llm.chat([m for m, _ in requests], [p for _, p in requests], use_tqdm=False)
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        out: list[Judgement | None] = [None] * len(views)
+        pending: list[int] = []
+        requests = []
+        for i, view in enumerate(views):
+            try:
+                requests.append(self._request(view))
+                pending.append(i)
+            except ViewError as e:
+                out[i] = Judgement.failed(str(e))
+            except Exception as e:  # noqa: BLE001  (one bad view never fails the batch)
+                out[i] = Judgement.failed(f"could not build the request: {type(e).__name__}: {e}")
+        if pending:
+            try:
+                outputs = self._generate(requests)
+            except Exception:  # noqa: BLE001  one request broke the batch: isolate it
+                outputs = []
+                for req in requests:
+                    try:
+                        outputs.append(self._generate([req])[0])
+                    except Exception as e:  # noqa: BLE001
+                        outputs.append(e)
+            for i, output in zip(pending, outputs):
+                if isinstance(output, Exception):
+                    out[i] = Judgement.failed(f"engine rejected the match: {type(output).__name__}: {output}")
+                else:
+                    try:
+                        out[i] = self._score(views[i], output)
+                    except Exception as e:  # noqa: BLE001
+                        out[i] = Judgement.failed(f"could not read the engine output: {type(e).__name__}: {e}")
+        return [j if j is not None else Judgement.failed("not judged") for j in out]
