@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +42,8 @@ class VLMJudgeConfig(BaseModel):
     The defaults are for a GPU node. On a CPU machine (tests, the tiny model) set
     ``dtype="bfloat16"``, ``enforce_eager=True``, ``kv_cache_gib`` (e.g. 1) and a small
     ``gpu_memory_utilization`` (on CPU it is the share of host RAM vLLM may claim).
+    Where the judge actors run (GPUs per actor = ``tensor_parallel_size``, accelerator type, the
+    vLLM venv's ``py_executable`` on CPU) is the tournament's judge-pool configuration.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -73,11 +73,6 @@ class VLMJudgeConfig(BaseModel):
     image_max_side: int = Field(448, ge=28, description="Images are downscaled (aspect kept) so their longer side is at most this many pixels before they reach the engine.")
     image_max_pixels: int | None = Field(None, ge=28 * 28, description="Pixel budget per image (width x height) applied after image_max_side; None: image_max_side squared.")
 
-    # ---- where the judge actors run (read by the tournament engine) ------------------------------
-    python_executable: str | None = Field(None, description="Interpreter of the judge actors (Ray runtime_env py_executable), e.g. '.venv-vllm/bin/python' on a CPU machine where vLLM lives in its own venv. None: $VLLM_VENV/bin/python when VLLM_VENV is set, else the driver's interpreter (a GPU image with vLLM installed).")
-    accelerator_type: str | None = Field(None, description="Ray accelerator type the judge actors ask for on GPU nodes (e.g. 'A100', 'H100'), so an autoscaler can start the right GPU group.")
-    use_gpu: bool = Field(True, description="Judge actors ask Ray for tensor_parallel_size GPUs each. False on CPU machines.")
-
     def engine_args(self) -> dict[str, Any]:
         """Keyword arguments for ``vllm.LLM``."""
         args: dict[str, Any] = dict(
@@ -102,28 +97,6 @@ class VLMJudgeConfig(BaseModel):
             args["kv_cache_memory_bytes"] = int(self.kv_cache_gib * (1 << 30))
         args.update(self.engine_kwargs)
         return {k: v for k, v in args.items() if v is not None}
-
-    def resolved_python_executable(self) -> str | None:
-        """The judge actors' interpreter, or None to run them in the driver's interpreter."""
-        if self.python_executable:
-            return str(Path(self.python_executable).expanduser().absolute())
-        venv = os.environ.get("VLLM_VENV")
-        if venv:
-            return str(Path(venv, "bin", "python").absolute())
-        return None
-
-    def ray_actor_options(self) -> dict[str, Any]:
-        """Ray options for one judge actor (``ray_remote_args`` of a Ray Data map_batches, or
-        ``.options()`` of an actor class): its GPUs, accelerator type and interpreter."""
-        opts: dict[str, Any] = {}
-        if self.use_gpu:
-            opts["num_gpus"] = self.tensor_parallel_size
-            if self.accelerator_type:
-                opts["accelerator_type"] = self.accelerator_type
-        python = self.resolved_python_executable()
-        if python and Path(python) != Path(sys.executable).absolute():
-            opts["runtime_env"] = {"py_executable": python}
-        return opts
 
     def build(self) -> "VLMJudge":
         return VLMJudge(self)
