@@ -1,0 +1,159 @@
+"""The tournament job: pick personas and a catalog split, play the knockouts, report.
+
+``jobs/tournament.py`` is a thin wrapper around ``run_job``; with no config it runs the demo
+world's test personas against its test catalog and, because the demo's utility is known,
+reports how good each winner truly is.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill import datasets, storage
+from distill.judges.config import JudgeConfig, TextOracleConfig
+from distill.metrics import percentile_rank
+from distill.schemas import Split
+from distill.seeding import rng_for
+from distill.tournament.engine import (JudgePoolConfig, RunResult, TournamentConfig, TournamentSpec,
+                                       run_tournaments)
+from distill.world import WorldConfig
+
+
+def home() -> str:
+    """Where demo worlds and default run outputs live (``PERSONA_DISTILL_HOME``)."""
+    return os.environ.get("PERSONA_DISTILL_HOME", os.path.expanduser("~/.cache/persona-distill"))
+
+
+class DataConfig(BaseModel):
+    """Which personas play and which catalog they pick from."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: str | None = Field(None, description="Dataset root (from jobs/ingest.py) as a URI; empty = the built-in demo world, built on first use.")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="The demo world to build/use when root is empty.")
+    persona_split: Split = Field("test", description="Split the personas come from.")
+    catalog_split: Split = Field("test", description="Split of the catalog every tournament ranks.")
+    persona_ids: list[str] | None = Field(None, description="Play only these personas (overrides max_personas).")
+    max_personas: int | None = Field(8, ge=1, description="Play the first N personas of the split (seeded sample); empty = all.")
+    max_candidates: int | None = Field(None, ge=1, description="Seeded subsample of the catalog split per run; empty = the whole split.")
+
+
+class TournamentJobConfig(BaseModel):
+    """jobs/tournament.py: k-way knockout tournaments judged by a teacher, fanned out with Ray Data."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataConfig = Field(default_factory=DataConfig)
+    tournament: TournamentConfig = Field(default_factory=TournamentConfig)
+    judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="The teacher, selected by `kind`.")
+    pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig)
+    output: str | None = Field(None, description="Run output URI; empty = $PERSONA_DISTILL_HOME/runs/tournament-demo. Rerunning with the same output resumes.")
+    overwrite: bool = Field(False, description="Replace an output that holds a run with other settings instead of refusing.")
+    progress: bool = Field(True, description="Show progress bars.")
+
+    def output_uri(self) -> str:
+        return self.output or storage.join(home(), "runs", "tournament-demo")
+
+
+class WinnerReport(BaseModel):
+    tournament_id: str
+    persona_text: str
+    winner_title: str
+    teacher_calls: int
+    true_percentile: float | None = Field(None, description="Demo world only: share of candidates with lower hidden utility than the winner.")
+
+
+class JobReport(BaseModel):
+    summary: dict
+    winners: list[WinnerReport]
+    mean_true_percentile: float | None = None
+
+
+def _resolve_root(cfg: DataConfig, progress: bool) -> tuple[str, bool]:
+    if cfg.root:
+        if not storage.exists(datasets.manifest_path(cfg.root)):
+            raise FileNotFoundError(f"{cfg.root!r} is not a complete dataset root (no manifest.json); run jobs/ingest.py first")
+        return cfg.root, False
+    from distill.world import ensure_world
+
+    return ensure_world(cfg.world), True
+
+
+def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], pa.Table]:
+    """Tournament specs plus the candidate catalog rows (item_id, title, image)."""
+    personas = datasets.read_personas(root, split=cfg.persona_split)
+    if cfg.persona_ids:
+        wanted = set(cfg.persona_ids)
+        personas = personas.filter(pc.is_in(personas["persona_id"], pa.array(sorted(wanted))))
+        found = set(personas["persona_id"].to_pylist())
+        if wanted - found:
+            raise ValueError(f"persona id(s) not in split {cfg.persona_split!r}: {sorted(wanted - found)[:5]}")
+    elif cfg.max_personas and personas.num_rows > cfg.max_personas:
+        pick = np.sort(rng_for(seed, "personas").choice(personas.num_rows, cfg.max_personas, replace=False))
+        personas = personas.take(pick)
+    if personas.num_rows == 0:
+        raise ValueError(f"no personas in split {cfg.persona_split!r} of {root!r}")
+    catalog = datasets.read_catalog(root, split=cfg.catalog_split, columns=["item_id", "title", "image"])
+    if cfg.max_candidates and catalog.num_rows > cfg.max_candidates:
+        pick = np.sort(rng_for(seed, "candidates").choice(catalog.num_rows, cfg.max_candidates, replace=False))
+        catalog = catalog.take(pick)
+    if catalog.num_rows == 0:
+        raise ValueError(f"no catalog items in split {cfg.catalog_split!r} of {root!r}")
+    ids = tuple(catalog["item_id"].to_pylist())
+    specs = [TournamentSpec(tournament_id=pid, persona_id=pid, persona_text=text, candidate_ids=ids)
+             for pid, text in zip(personas["persona_id"].to_pylist(), personas["text"].to_pylist())]
+    return specs, catalog
+
+
+def report(result: RunResult, specs: list[TournamentSpec], catalog: pa.Table, demo: bool) -> JobReport:
+    """Winners with their titles, and on the demo world their true percentile under the hidden utility."""
+    titles = dict(zip(catalog["item_id"].to_pylist(), catalog["title"].to_pylist()))
+    by_id = {s.tournament_id: s for s in specs}
+    rows = result.tournaments.to_pylist()
+    truth = None
+    if demo:
+        from distill.world.truth import utility
+
+        ids = list(specs[0].candidate_ids)
+        truth = utility([by_id[r["tournament_id"]].persona_text for r in rows], [titles[i] for i in ids])
+        position = {item: j for j, item in enumerate(ids)}
+    winners = []
+    for n, r in enumerate(rows):
+        pct = None if truth is None else percentile_rank(truth[n], position[r["winner_id"]])
+        winners.append(WinnerReport(tournament_id=r["tournament_id"], persona_text=by_id[r["tournament_id"]].persona_text,
+                                    winner_title=titles[r["winner_id"]], teacher_calls=r["teacher_calls"],
+                                    true_percentile=pct))
+    mean = None if truth is None else float(np.mean([w.true_percentile for w in winners]))
+    return JobReport(summary=result.summary.model_dump(), winners=winners, mean_true_percentile=mean)
+
+
+def run_job(cfg: TournamentJobConfig) -> JobReport:
+    root, demo = _resolve_root(cfg.data, cfg.progress)
+    specs, catalog = build_specs(root, cfg.data, cfg.tournament.seed)
+    result = run_tournaments(specs, catalog, cfg.tournament, cfg.judge, cfg.pool, cfg.output_uri(),
+                             overwrite=cfg.overwrite, progress=cfg.progress)
+    rep = report(result, specs, catalog, demo)
+    storage.write_json_atomic(rep.model_dump(), storage.join(cfg.output_uri(), "report.json"))
+    return rep
+
+
+def format_report(rep: JobReport) -> str:
+    s = rep.summary
+    lines = [
+        f"tournaments: {s['tournaments']}   rounds: {s['rounds']}   matches: {s['matches']}   k: {s['k']}   views: {s['n_views']}",
+        f"teacher calls per persona: {s['teacher_calls_per_tournament']:.1f}   (pairwise knockout, N-1: {s['pairwise_calls_per_tournament']:.0f})",
+        f"judged now: {s['judged_this_attempt']}   reused from earlier attempts: {s['reused_from_earlier_attempts']}   failed: {s['failed_matches']}   {s['seconds']:.1f} s",
+    ]
+    if s.get("winner_changed_by_debiasing") is not None:
+        lines.append(f"matches whose winner changed with debiasing: {100 * s['winner_changed_by_debiasing']:.1f}%")
+    lines.append("")
+    for w in rep.winners:
+        pct = "" if w.true_percentile is None else f"  true percentile {100 * w.true_percentile:6.2f}%"
+        lines.append(f"- {w.persona_text[:70]:<70} -> {w.winner_title}{pct}")
+    if rep.mean_true_percentile is not None:
+        lines.append(f"\nmean true percentile of the winners (hidden utility): {100 * rep.mean_true_percentile:.2f}%")
+    lines.append(f"output: {s['output']}")
+    return "\n".join(lines)

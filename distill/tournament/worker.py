@@ -1,0 +1,118 @@
+"""The Ray Data actor that judges a batch of matches: one per GPU (or CPU slot) in the pool.
+
+Kept free of torch and of the driver-side engine so it also imports inside the separate
+vLLM virtualenv that judge actors run in on CPU machines (``py_executable``). It returns
+plain Arrow, never torch objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+from pydantic import TypeAdapter
+
+from distill.judges.base import Candidate, Judgement, MatchView
+from distill.judges.config import JudgeConfig
+from distill.schemas import MATCH_SCHEMA
+from distill.seeding import rng_for, seed_for
+
+# Columns of a match *request* (a row the driver plans); the worker adds the judgement.
+REQUEST_SCHEMA = pa.schema([
+    pa.field("match_key", pa.string(), nullable=False),
+    pa.field("tournament_id", pa.string(), nullable=False),
+    pa.field("persona_id", pa.string(), nullable=False),
+    pa.field("persona_text", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("match_index", pa.int32(), nullable=False),
+    pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
+    pa.field("view_orders", pa.list_(pa.list_(pa.int16())), nullable=False),
+])
+
+
+def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements: list[Judgement],
+                    winner_rule: str) -> tuple[np.ndarray | None, int, str | None]:
+    """Average the views' scores in the match's own candidate order and pick the winner.
+
+    Views that failed are left out; if all failed, the match records the reasons, has no
+    scores, and a seeded random candidate advances so the bracket stays well-formed.
+    """
+    total = np.zeros(k, dtype=np.float64)
+    ok = 0
+    errors = []
+    for order, j in zip(orders, judgements):
+        if j.scores is None or j.error is not None:
+            errors.append(j.error or "no scores")
+            continue
+        s = np.asarray(j.scores, dtype=np.float64)
+        if s.shape != (k,) or not np.all(np.isfinite(s)) or s.min() < 0 or abs(s.sum() - 1) > 1e-3:
+            errors.append(f"judge returned an invalid distribution {s.tolist()}")
+            continue
+        total[np.asarray(order)] += s
+        ok += 1
+    if ok == 0:
+        winner = int(rng_for(match_key, "fallback").integers(k))
+        return None, winner, "; ".join(errors)
+    scores = total / ok
+    if winner_rule == "sample":
+        winner = int(rng_for(match_key, "winner").choice(k, p=scores / scores.sum()))
+    else:
+        winner = int(np.argmax(scores))
+    return scores.astype(np.float32), winner, None
+
+
+class JudgeWorker:
+    """Callable class for ``Dataset.map_batches``: builds the judge once, then judges batches."""
+
+    def __init__(self, judge_config: dict[str, Any], payload: list[ray.ObjectRef], winner_rule: str,
+                 attempt_id: str):
+        self.judge = TypeAdapter(JudgeConfig).validate_python(judge_config).build()
+        # The payload (item_id + the columns this judge reads) sits once in the object store;
+        # a list wrapper keeps Ray from resolving the ref before the actor asks for it.
+        table: pa.Table = ray.get(payload[0])
+        self.index = {item: i for i, item in enumerate(table["item_id"].to_pylist())}
+        self.columns = {c: table[c] for c in self.judge.payload_columns}
+        self.winner_rule = winner_rule
+        self.attempt_id = attempt_id
+
+    def _candidate(self, item_id: str) -> Candidate:
+        row = self.index[item_id]
+        fields = {c: col[row].as_py() for c, col in self.columns.items()}
+        return Candidate(item_id=item_id, title=fields.get("title"), image=fields.get("image"))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        views: list[MatchView] = []
+        for row in rows:
+            cands = [self._candidate(c) for c in row["candidate_ids"]]
+            for v, order in enumerate(row["view_orders"]):
+                views.append(MatchView(persona_text=row["persona_text"],
+                                       candidates=tuple(cands[i] for i in order),
+                                       seed=seed_for(row["match_key"], "view", v)))
+        judgements = self.judge.judge(views)
+        if len(judgements) != len(views):
+            raise RuntimeError(f"judge returned {len(judgements)} judgements for {len(views)} views")
+        out: dict[str, list] = {name: [] for name in MATCH_SCHEMA.names}
+        start = 0
+        for row in rows:
+            n = len(row["view_orders"])
+            js = judgements[start:start + n]
+            start += n
+            k = len(row["candidate_ids"])
+            scores, winner, error = aggregate_views(row["match_key"], k, row["view_orders"], js,
+                                                    self.winner_rule)
+            for name in ("match_key", "tournament_id", "persona_id", "round", "match_index",
+                         "candidate_ids", "view_orders"):
+                out[name].append(row[name])
+            out["scores"].append(None if scores is None else scores.tolist())
+            out["winner_id"].append(row["candidate_ids"][winner])
+            out["view_scores"].append(None if scores is None else
+                                      [None if j.scores is None else np.asarray(j.scores).tolist() for j in js])
+            out["teacher_calls"].append(n)
+            out["judge_id"].append(self.judge.judge_id)
+            out["prompt_version"].append(self.judge.prompt_version)
+            out["error"].append(error)
+            out["attempt_id"].append(self.attempt_id)
+        return pa.table(out, schema=MATCH_SCHEMA)

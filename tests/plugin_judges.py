@@ -1,0 +1,58 @@
+"""Judges used by tests through the `plugin` judge kind (imported inside Ray actors)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from distill.judges.base import Judge, Judgement, MatchView
+from distill.judges.random_judge import RandomJudge
+from distill.judges.text_oracle import TextOracleJudge
+
+
+class CrashOnceJudge(Judge):
+    """The random judge, except that the first actor to see ``marker`` deletes it and dies hard,
+    as a GPU worker lost mid-round would."""
+
+    payload_columns = ()
+
+    def __init__(self, marker: str):
+        self.marker = marker
+        self.inner = RandomJudge()
+
+    @property
+    def judge_id(self) -> str:
+        return "crash-once/" + self.inner.judge_id
+
+    @property
+    def prompt_version(self) -> str:
+        return self.inner.prompt_version
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        try:
+            os.remove(self.marker)
+        except FileNotFoundError:
+            return self.inner.judge(views)
+        os._exit(1)
+
+
+class SlowJudge(Judge):
+    """The text oracle, slowed down so a test can kill a job mid-round."""
+
+    payload_columns = ("title",)
+
+    def __init__(self, seconds_per_batch: float = 1.0, temperature: float = 0.02):
+        self.delay = seconds_per_batch
+        self.inner = TextOracleJudge(temperature=temperature)
+
+    @property
+    def judge_id(self) -> str:
+        return "slow/" + self.inner.judge_id
+
+    @property
+    def prompt_version(self) -> str:
+        return self.inner.prompt_version
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        time.sleep(self.delay)
+        return self.inner.judge(views)
