@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ray
 
+REPO_ROOT = str(Path(__file__).resolve().parents[1])
+
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local Ray; idempotent.
+    """Join ``RAY_ADDRESS`` (set by ``ray job submit``) or start a fresh local Ray; idempotent.
 
     A local head started here needs no auth token (``RAY_AUTH_MODE=disabled``), and its
-    worker processes see this repository on ``sys.path`` so judges and jobs import alike.
+    worker processes get this repository on ``PYTHONPATH``, so a checkout runs without an
+    install and judge plugins import in actors as they do in the driver.
     """
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # loopback only: a local run never listens on or talks to another address
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 _node_ip_address="127.0.0.1",
+        # A fresh local instance, never a guess: Ray's own default would join whatever `ray start`
+        # head this machine last ran, even a dead one. To use a cluster, set RAY_ADDRESS (as
+        # `ray job submit` does). A local instance binds to this machine's own address only.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                           "TOKENIZERS_PARALLELISM": "false"}})
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+                                           "TOKENIZERS_PARALLELISM": "false",
+                                           "PYTHONPATH": os.pathsep.join(
+                                               p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}})
+    # Our own tqdm bars show round progress; Ray Data's per-operator bars and logs would bury them.
+    import logging
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
