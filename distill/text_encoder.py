@@ -28,6 +28,9 @@ class SentenceEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would bury job progress
 
         self.model_path = model_path or minilm_path()
         self._model = SentenceTransformer(self.model_path, device="cpu")

@@ -14,7 +14,7 @@ class TextOracleConfig(BaseModel):
     """The demo teacher: MiniLM similarity of persona text and product title."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["text_oracle"] = "text_oracle"
+    kind: Literal["text_oracle"] = Field("text_oracle", description="Selects this judge.")
     temperature: float = Field(0.02, gt=0, description="Softmax temperature over cosine similarities; lower is more decisive.")
     position_bias: float = Field(0.0, description="Logit bonus for the first shown image, falling linearly to 0 for the last (emulates a VLM's position bias).")
     noise_std: float = Field(0.0, ge=0, description="Std of seeded Gaussian noise added to each utility per call (emulates a noisy judge).")
@@ -30,7 +30,7 @@ class RandomJudgeConfig(BaseModel):
     """Seeded random scores: the engine's cost ceiling and a chance baseline."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["random"] = "random"
+    kind: Literal["random"] = Field("random", description="Selects this judge.")
 
     def build(self) -> Judge:
         from distill.judges.random_judge import RandomJudge
@@ -42,7 +42,7 @@ class PluginJudgeConfig(BaseModel):
     """Any ``Judge`` subclass importable on the workers, built with ``options`` as keyword args."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["plugin"] = "plugin"
+    kind: Literal["plugin"] = Field("plugin", description="Selects this judge.")
     target: str = Field(description="'package.module:ClassName' of a Judge subclass.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the class.")
 

@@ -7,6 +7,8 @@ reports how good each winner truly is.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -50,12 +52,16 @@ class TournamentJobConfig(BaseModel):
     tournament: TournamentConfig = Field(default_factory=TournamentConfig)
     judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="The teacher, selected by `kind`.")
     pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig)
-    output: str | None = Field(None, description="Run output URI; empty = $PERSONA_DISTILL_HOME/runs/tournament-demo. Rerunning with the same output resumes.")
+    output: str | None = Field(None, description="Run output URI; empty = $PERSONA_DISTILL_HOME/runs/tournament-<hash of this config>, so rerunning a config resumes it and another config gets its own run.")
     overwrite: bool = Field(False, description="Replace an output that holds a run with other settings instead of refusing.")
     progress: bool = Field(True, description="Show progress bars.")
 
     def output_uri(self) -> str:
-        return self.output or storage.join(home(), "runs", "tournament-demo")
+        if self.output:
+            return self.output
+        settings = self.model_dump(mode="json", exclude={"output", "overwrite", "progress"})
+        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
+        return storage.join(home(), "runs", f"tournament-{digest}")
 
 
 class WinnerReport(BaseModel):

@@ -1,0 +1,35 @@
+"""The README and the shipped configs stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from distill import docs
+from distill.config import build_config
+from distill.tournament.job import TournamentJobConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_config_reference_matches_the_models() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert docs.splice(readme, docs.render()) == readme, "run: python -m distill.docs --write"
+
+
+def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Two commands\s+```bash\n(.*?)```", readme, re.S)
+    assert block, "README needs the two-command block"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert [line for line in ci.splitlines() if line.strip() and not line.startswith(("#", "set ", "cd "))] == ["make test"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("tournament*.yaml")), ids=lambda p: p.name)
+def test_shipped_tournament_configs_parse(path: Path) -> None:
+    cfg = build_config(TournamentJobConfig, path.read_text())
+    assert cfg.tournament.k >= 2
