@@ -33,7 +33,6 @@ from distill.judges.base import Judge, Judgement, MatchView, softmax
 #: Option labels in shown order. 20 = vLLM's default ``max_logprobs``.
 LABELS = "ABCDEFGHIJKLMNOPQRST"
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-_SEED_MASK = (1 << 63) - 1
 
 
 class VLMJudgeConfig(BaseModel):
@@ -64,7 +63,7 @@ class VLMJudgeConfig(BaseModel):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Any further vllm.LLM keyword arguments (override the ones derived from the fields above).")
 
     # ---- sampling and scores --------------------------------------------------------------------
-    seed: int = Field(0, description="Engine seed. Each request is additionally seeded with its match view's seed, so the sampled label is reproducible wherever the view is judged.")
+    seed: int = Field(0, description="vLLM engine seed. Scores are label log-probabilities, which do not depend on sampling, so the same match view gets the same scores under any seed; requests are not seeded individually.")
     label_temperature: float = Field(1.0, gt=0, description="Temperature applied to the k label log-probabilities: scores = softmax(logp / T). 1 keeps the model's distribution, < 1 sharpens, > 1 flattens.")
 
     # ---- prompt and images ----------------------------------------------------------------------
@@ -184,10 +183,13 @@ class VLMJudge(Judge):
 
     def __init__(self, config: VLMJudgeConfig, llm: Any | None = None):
         from vllm import LLM, SamplingParams  # in the judge actor only
+        from vllm.exceptions import VLLMClientError
 
         self.config = config
         self.template = PromptTemplate.load(config.prompt_version)
         self._sampling_params = SamplingParams
+        # errors that reject one request; anything else means the engine itself is broken
+        self._request_errors = (ValueError, TypeError, VLLMClientError)
         self.llm = llm if llm is not None else LLM(**config.engine_args())
         tokenizer = self.llm.get_tokenizer()
         ids: list[int] = []
@@ -230,12 +232,14 @@ class VLMJudge(Judge):
         c = self.config
         images = [prepare_image(cand.image, cand.item_id, c.image_max_side, self._max_pixels)
                   for cand in view.candidates]
+        # No per-request seed: the scores are log-probabilities, which sampling does not touch,
+        # and on CPU a seeded request whose prefill is chunked kills vLLM 0.29's engine (it
+        # rewinds the generator with a CUDA-only call). The sampled token itself is ignored.
         params = self._sampling_params(
             max_tokens=1,
             temperature=1.0,  # label_temperature is applied to the returned log-probabilities
             allowed_token_ids=self.label_token_ids[:k],
             logprobs=k,
-            seed=int(view.seed) & _SEED_MASK,
         )
         return self.messages(view.persona_text, images), params
 
@@ -257,9 +261,6 @@ class VLMJudge(Judge):
         extras: dict[str, float] = {"prompt_tokens": float(len(output.prompt_token_ids or ()))}
         if getattr(output, "num_cached_tokens", None) is not None:
             extras["cached_tokens"] = float(output.num_cached_tokens)
-        if completion.token_ids:
-            sampled = completion.token_ids[0]
-            extras["sampled_index"] = float(ids.index(sampled)) if sampled in ids else -1.0
         return Judgement(scores=scores, extras=extras)
 
     def _generate(self, requests: list) -> list:
@@ -280,13 +281,15 @@ class VLMJudge(Judge):
         if pending:
             try:
                 outputs = self._generate(requests)
-            except Exception:  # noqa: BLE001  one request broke the batch: isolate it
+            except self._request_errors:  # one request was rejected (e.g. too long): isolate it
                 outputs = []
                 for req in requests:
                     try:
                         outputs.append(self._generate([req])[0])
-                    except Exception as e:  # noqa: BLE001
+                    except self._request_errors as e:
                         outputs.append(e)
+            # any other error (a dead engine) propagates: the actor dies, Ray replaces it and
+            # the batch is retried, instead of every match being recorded as failed
             for i, output in zip(pending, outputs):
                 if isinstance(output, Exception):
                     out[i] = Judgement.failed(f"engine rejected the match: {type(output).__name__}: {output}")
