@@ -10,7 +10,21 @@ from distill.judges.random_judge import RandomJudge
 from distill.judges.text_oracle import TextOracleJudge
 
 
-class CrashOnceJudge(Judge):
+class _Wrapped(Judge):
+    """Delegates identity to ``self.inner``; subclasses change only how ``judge`` behaves."""
+
+    inner: Judge
+
+    @property
+    def judge_id(self) -> str:
+        return f"{type(self).__name__}/{self.inner.judge_id}"
+
+    @property
+    def prompt_version(self) -> str:
+        return self.inner.prompt_version
+
+
+class CrashOnceJudge(_Wrapped):
     """The random judge, except that the first actor to see ``marker`` deletes it and dies hard,
     as a GPU worker lost mid-round would."""
 
@@ -20,14 +34,6 @@ class CrashOnceJudge(Judge):
         self.marker = marker
         self.inner = RandomJudge()
 
-    @property
-    def judge_id(self) -> str:
-        return "crash-once/" + self.inner.judge_id
-
-    @property
-    def prompt_version(self) -> str:
-        return self.inner.prompt_version
-
     def judge(self, views: list[MatchView]) -> list[Judgement]:
         try:
             os.remove(self.marker)
@@ -36,7 +42,7 @@ class CrashOnceJudge(Judge):
         os._exit(1)
 
 
-class SlowJudge(Judge):
+class SlowJudge(_Wrapped):
     """The text oracle, slowed down so a test can kill a job mid-round."""
 
     payload_columns = ("title",)
@@ -44,14 +50,6 @@ class SlowJudge(Judge):
     def __init__(self, seconds_per_batch: float = 1.0, temperature: float = 0.02):
         self.delay = seconds_per_batch
         self.inner = TextOracleJudge(temperature=temperature)
-
-    @property
-    def judge_id(self) -> str:
-        return "slow/" + self.inner.judge_id
-
-    @property
-    def prompt_version(self) -> str:
-        return self.inner.prompt_version
 
     def judge(self, views: list[MatchView]) -> list[Judgement]:
         time.sleep(self.delay)

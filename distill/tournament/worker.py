@@ -20,16 +20,11 @@ from distill.schemas import MATCH_SCHEMA
 from distill.seeding import rng_for, seed_for
 
 # Columns of a match *request* (a row the driver plans); the worker adds the judgement.
-REQUEST_SCHEMA = pa.schema([
-    pa.field("match_key", pa.string(), nullable=False),
-    pa.field("tournament_id", pa.string(), nullable=False),
-    pa.field("persona_id", pa.string(), nullable=False),
-    pa.field("persona_text", pa.string(), nullable=False),
-    pa.field("round", pa.int32(), nullable=False),
-    pa.field("match_index", pa.int32(), nullable=False),
-    pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
-    pa.field("view_orders", pa.list_(pa.list_(pa.int16())), nullable=False),
-])
+REQUEST_SCHEMA = pa.schema(
+    [MATCH_SCHEMA.field(n) for n in ("match_key", "tournament_id", "persona_id")]
+    + [pa.field("persona_text", pa.string(), nullable=False)]
+    + [MATCH_SCHEMA.field(n) for n in ("round", "match_index", "candidate_ids", "view_orders")]
+)
 
 
 def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements: list[Judgement],
