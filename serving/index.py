@@ -1,0 +1,470 @@
+"""Sharded FAISS index: build from an embeddings table, commit atomically, load, verify, search.
+
+Layout of an index root (any pyarrow filesystem URI)::
+
+    <root>/CURRENT                                  the live version's name, written last
+    <root>/versions/<version>/shard-00000.faiss     one FAISS index per shard (serialised)
+    <root>/versions/<version>/shard-00000.items.parquet   item_id, title, image_uri (row = FAISS label)
+    <root>/versions/<version>/manifest.json         IndexManifest, written after every shard file
+
+A version directory is complete exactly when its ``manifest.json`` exists, and ``CURRENT``
+moves only after that, so a reader that resolves ``CURRENT`` sees the old index or the new one,
+never half of one. Files are checked against the manifest's SHA-256 on load.
+
+Metric: inner product on L2-normalised vectors (= cosine). Items are assigned to shards by a
+stable hash of their id (so ``GET /v1/items/{id}`` knows which shard to ask); every shard is
+searched for the full k and the per-shard top-k lists are merged, which is exact: the global
+top-k is a subset of the union of the per-shard top-ks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import uuid
+import zlib
+from datetime import datetime, timezone
+from typing import Iterable, Literal, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill import storage
+
+INDEX_FORMAT_VERSION = 1
+
+EMBEDDING_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32()), nullable=False),
+        pa.field("title", pa.string(), nullable=True),
+        pa.field("image_uri", pa.string(), nullable=True),
+    ],
+    metadata={"persona_distill.table": "embeddings", "persona_distill.version": "1"},
+)
+
+SHARD_ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=True),
+        pa.field("image_uri", pa.string(), nullable=True),
+    ],
+    metadata={"persona_distill.table": "index_items", "persona_distill.version": "1"},
+)
+
+
+class IndexRefusedError(ValueError):
+    """An index that must not be served: bad checksum, wrong encoder, missing or incomplete files."""
+
+
+# --------------------------------------------------------------------------------------------
+# the encoder as the index sees it
+
+
+@runtime_checkable
+class EncoderInfo(Protocol):
+    """What an index needs to know about the model whose vectors it holds (the student)."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def checkpoint_id(self) -> str: ...
+
+    @property
+    def checkpoint_hash(self) -> str: ...
+
+
+@runtime_checkable
+class TextEncoder(EncoderInfo, Protocol):
+    def encode_texts(self, texts: list[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ImageEncoder(EncoderInfo, Protocol):
+    def encode_images(self, images: list[bytes]) -> np.ndarray: ...
+
+
+# --------------------------------------------------------------------------------------------
+# config and manifest
+
+
+class IndexBuildConfig(BaseModel):
+    """How to turn an embeddings table into shards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factory: str = Field("Flat", min_length=1, description="FAISS index_factory string: 'Flat' for small "
+                         "catalogs, e.g. 'IVF1024,Flat', 'IVF4096,PQ48x8,RFlat' or 'HNSW32' for large ones")
+    n_shards: int = Field(1, ge=1, le=1024, description="number of shards (one Serve deployment each)")
+    train_sample: int = Field(100_000, ge=1, description="vectors sampled (over all shards) to train the "
+                              "coarse quantizer / PQ codebooks once; every shard clones the trained index")
+    add_batch: int = Field(65_536, ge=1, description="vectors added per FAISS add() call (progress granularity)")
+    search_params: str = Field("", description="default FAISS ParameterSpace string applied at load, "
+                               "e.g. 'nprobe=32' or 'efSearch=128'; serving may override it")
+    seed: int = Field(0, description="seed of the training sample")
+    version: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="version directory name; default a UTC timestamp + random suffix")
+    make_current: bool = Field(True, description="move CURRENT to the new version once it is complete")
+
+
+class ShardInfo(BaseModel):
+    shard: int
+    n_items: int
+    index_file: str = Field(description="file name inside the version directory")
+    index_sha256: str
+    items_file: str
+    items_sha256: str
+
+
+class IndexManifest(BaseModel):
+    """``manifest.json`` of one index version; its presence means the version is complete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["faiss-index"] = "faiss-index"
+    format_version: int = INDEX_FORMAT_VERSION
+    version: str
+    created_at: str = Field(description="UTC ISO time the build finished")
+    build_seconds: float
+    factory: str
+    metric: Literal["inner_product"] = "inner_product"
+    normalized: bool = Field(True, description="vectors are L2-normalised (so inner product = cosine)")
+    dim: int
+    n_items: int
+    n_shards: int
+    shard_assignment: Literal["crc32(item_id) % n_shards"] = "crc32(item_id) % n_shards"
+    search_params: str = ""
+    train_sample: int = 0
+    checkpoint_id: str = Field(description="id of the student checkpoint whose image tower made the vectors")
+    checkpoint_hash: str = Field(description="content hash of that checkpoint (the query encoder must match)")
+    embeddings_uri: str | None = None
+    shards: list[ShardInfo]
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shard_of(item_id: str, n_shards: int) -> int:
+    """Stable shard of an item (crc32 of its UTF-8 id): the same in every process and language."""
+    return zlib.crc32(item_id.encode()) % n_shards
+
+
+def shard_of_many(item_ids: Sequence[str], n_shards: int) -> np.ndarray:
+    return np.fromiter((zlib.crc32(i.encode()) % n_shards for i in item_ids), dtype=np.int64,
+                       count=len(item_ids))
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return x / norms
+
+
+def version_dir(root: str, version: str) -> str:
+    return storage.join(root, "versions", version)
+
+
+def current_path(root: str) -> str:
+    return storage.join(root, "CURRENT")
+
+
+def resolve_version(root: str, version: str | None = None) -> str:
+    """``version`` itself, or the name held in ``<root>/CURRENT``."""
+    if version and version != "CURRENT":
+        return version
+    uri = current_path(root)
+    if not storage.exists(uri):
+        raise IndexRefusedError(f"no index at {root!r}: {uri!r} does not exist (build one with jobs/index.py)")
+    return storage.read_bytes(uri).decode().strip()
+
+
+def read_manifest(root: str, version: str | None = None) -> IndexManifest:
+    version = resolve_version(root, version)
+    uri = storage.join(version_dir(root, version), "manifest.json")
+    if not storage.exists(uri):
+        raise IndexRefusedError(f"index version {version!r} under {root!r} is incomplete or missing (no manifest.json)")
+    return IndexManifest.model_validate(storage.read_json(uri))
+
+
+def check_encoder(manifest: IndexManifest, encoder: EncoderInfo) -> None:
+    """Refuse a query encoder whose vectors would not be comparable with the index's."""
+    problems = []
+    if int(encoder.dim) != manifest.dim:
+        problems.append(f"dimension: index has {manifest.dim}, encoder produces {encoder.dim}")
+    if encoder.checkpoint_hash != manifest.checkpoint_hash:
+        problems.append(f"checkpoint hash: index built with {manifest.checkpoint_id!r} "
+                        f"({manifest.checkpoint_hash[:16]}...), encoder is {encoder.checkpoint_id!r} "
+                        f"({str(encoder.checkpoint_hash)[:16]}...)")
+    if problems:
+        raise IndexRefusedError(
+            f"index version {manifest.version!r} does not match the query encoder: " + "; ".join(problems)
+            + ". Rebuild the index with this student (jobs/index.py) or serve the student it was built with.")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="vec", disable=not enabled, leave=False)
+
+
+# --------------------------------------------------------------------------------------------
+# build
+
+
+def _vectors_of(table: pa.Table) -> np.ndarray:
+    col = table.column("vector").combine_chunks()
+    if len(col) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if pa.types.is_fixed_size_list(col.type):
+        dim = col.type.list_size
+    else:
+        offsets = col.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if not (lengths == lengths[0]).all():
+            raise ValueError("embeddings have vectors of different lengths")
+        dim = int(lengths[0])
+        col = col.slice(0)  # flatten respects offsets
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(table), dim)
+
+
+def embeddings_table(item_ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str | None] | None = None,
+                     image_uris: Sequence[str | None] | None = None) -> pa.Table:
+    """An EMBEDDING_SCHEMA table from arrays (vectors stored as float32 lists)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    vec = pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
+                                   pa.array(vectors.reshape(-1)))
+    return pa.table({
+        "item_id": pa.array(list(item_ids), pa.string()),
+        "vector": vec,
+        "title": pa.array(list(titles) if titles is not None else [None] * n, pa.string()),
+        "image_uri": pa.array(list(image_uris) if image_uris is not None else [None] * n, pa.string()),
+    }, schema=EMBEDDING_SCHEMA)
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def _train_template(factory: str, dim: int, vectors: np.ndarray, cfg: IndexBuildConfig):
+    faiss = _faiss()
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        n = len(vectors)
+        rng = np.random.default_rng(cfg.seed)
+        take = min(n, cfg.train_sample)
+        sample = vectors if take == n else vectors[np.sort(rng.choice(n, take, replace=False))]
+        index.train(np.ascontiguousarray(sample))
+    return index
+
+
+def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, checkpoint_hash: str,
+                cfg: IndexBuildConfig | None = None, progress: bool = True) -> IndexManifest:
+    """Build ``cfg.n_shards`` FAISS shards from an embeddings table (or its Parquet URI).
+
+    Vectors are L2-normalised here whatever the input; the coarse quantizer (and PQ codebooks) is
+    trained once on a sample of all vectors and cloned into every shard, so shards share cells.
+    Writes the version directory (shards, then manifest) and finally ``CURRENT``.
+    """
+    faiss = _faiss()
+    cfg = cfg or IndexBuildConfig()
+    started = time.perf_counter()
+    embeddings_uri = embeddings if isinstance(embeddings, str) else None
+    table = storage.read_table(embeddings) if isinstance(embeddings, str) else embeddings
+    missing = {"item_id", "vector"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"embeddings table lacks column(s) {sorted(missing)}")
+    n = len(table)
+    if n == 0:
+        raise ValueError("cannot build an index from an empty embeddings table")
+    vectors = normalize(_vectors_of(table))
+    dim = vectors.shape[1]
+    item_ids = table.column("item_id").to_pylist()
+    if len(set(item_ids)) != n:
+        raise ValueError("embeddings table has duplicate item ids")
+    titles = table.column("title") if "title" in table.column_names else pa.nulls(n, pa.string())
+    uris = table.column("image_uri") if "image_uri" in table.column_names else pa.nulls(n, pa.string())
+
+    version = cfg.version or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+    vdir = version_dir(out_root, version)
+    if storage.exists(storage.join(vdir, "manifest.json")):
+        raise ValueError(f"index version {version!r} already exists under {out_root!r}")
+
+    template = _train_template(cfg.factory, dim, vectors, cfg)
+    trained_on = min(n, cfg.train_sample) if faiss.index_factory(dim, cfg.factory).is_trained is False else 0
+    assign = shard_of_many(item_ids, cfg.n_shards)
+    shards: list[ShardInfo] = []
+    bar = _progress(n, f"index {cfg.factory} x{cfg.n_shards}", progress)
+    for s in range(cfg.n_shards):
+        rows = np.flatnonzero(assign == s)
+        index = faiss.clone_index(template)
+        for lo in range(0, len(rows), cfg.add_batch):
+            chunk = rows[lo:lo + cfg.add_batch]
+            index.add(np.ascontiguousarray(vectors[chunk]))
+            bar.update(len(chunk))
+        blob = faiss.serialize_index(index).tobytes()
+        idx = pa.array(rows)
+        items = pa.table({"item_id": pa.array(item_ids, pa.string()).take(idx),
+                          "title": titles.take(idx), "image_uri": uris.take(idx)}, schema=SHARD_ITEMS_SCHEMA)
+        buf = io.BytesIO()
+        pq.write_table(items, buf, compression="zstd")
+        items_blob = buf.getvalue()
+        index_file, items_file = f"shard-{s:05d}.faiss", f"shard-{s:05d}.items.parquet"
+        storage.write_bytes_atomic(blob, storage.join(vdir, index_file))
+        storage.write_bytes_atomic(items_blob, storage.join(vdir, items_file))
+        shards.append(ShardInfo(shard=s, n_items=len(rows), index_file=index_file, index_sha256=sha256(blob),
+                                items_file=items_file, items_sha256=sha256(items_blob)))
+        del index, blob
+    bar.close()
+    manifest = IndexManifest(
+        version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(time.perf_counter() - started, 3), factory=cfg.factory, dim=dim, n_items=n,
+        n_shards=cfg.n_shards, search_params=cfg.search_params,
+        train_sample=trained_on,
+        checkpoint_id=checkpoint_id, checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri, shards=shards)
+    storage.write_json_atomic(manifest.model_dump(mode="json"), storage.join(vdir, "manifest.json"))
+    if cfg.make_current:
+        set_current(out_root, version)
+    return manifest
+
+
+def set_current(root: str, version: str) -> None:
+    """Point ``CURRENT`` at a complete version (refuses an incomplete one)."""
+    read_manifest(root, version)
+    storage.write_bytes_atomic(version.encode() + b"\n", current_path(root))
+
+
+# --------------------------------------------------------------------------------------------
+# load and search
+
+
+def merge_topk(parts: Iterable[tuple[np.ndarray, Sequence[Sequence[str]]]], k: int
+               ) -> tuple[np.ndarray, list[list[str]]]:
+    """Exact global top-k from per-shard top-k lists.
+
+    ``parts``: per shard, (scores [nq, k_s], ids [nq][k_s]) sorted or not; padding (id None /
+    score -inf, as FAISS returns when a shard has fewer than k items) is dropped. Ties on score
+    are broken by item id, so the result does not depend on shard order.
+    """
+    parts = list(parts)
+    if not parts:
+        return np.zeros((0, k), np.float32), []
+    nq = len(parts[0][1])
+    out_scores = np.full((nq, k), -np.inf, dtype=np.float32)
+    out_ids: list[list[str]] = []
+    for q in range(nq):
+        cand: list[tuple[float, str]] = []
+        for scores, ids in parts:
+            for sc, iid in zip(scores[q], ids[q]):
+                if iid is not None and np.isfinite(sc):
+                    cand.append((float(sc), iid))
+        cand.sort(key=lambda t: (-t[0], t[1]))
+        top = cand[:k]
+        out_scores[q, :len(top)] = [t[0] for t in top]
+        out_ids.append([t[1] for t in top])
+    return out_scores, out_ids
+
+
+class Shard:
+    """One loaded, verified shard: a FAISS index plus its items table (row i = FAISS label i)."""
+
+    def __init__(self, root: str, manifest: IndexManifest, shard: int, verify: bool = True,
+                 search_params: str | None = None, omp_threads: int | None = None):
+        faiss = _faiss()
+        if not 0 <= shard < manifest.n_shards:
+            raise IndexRefusedError(f"shard {shard} out of range for an index of {manifest.n_shards} shards")
+        info = manifest.shards[shard]
+        vdir = version_dir(root, manifest.version)
+        blob = storage.read_bytes(storage.join(vdir, info.index_file))
+        items_blob = storage.read_bytes(storage.join(vdir, info.items_file))
+        if verify:
+            for name, data, want in ((info.index_file, blob, info.index_sha256),
+                                     (info.items_file, items_blob, info.items_sha256)):
+                got = sha256(data)
+                if got != want:
+                    raise IndexRefusedError(f"checksum mismatch for {storage.join(vdir, name)!r}: manifest says "
+                                      f"{want[:16]}..., file is {got[:16]}...; refusing to serve a corrupt shard")
+        self.index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        del blob
+        items = pq.read_table(io.BytesIO(items_blob))
+        if self.index.ntotal != len(items) or len(items) != info.n_items or self.index.d != manifest.dim:
+            raise IndexRefusedError(f"shard {shard} of {manifest.version!r} is inconsistent with its manifest")
+        self.item_ids = np.array(items.column("item_id").to_pylist(), dtype=object)
+        self.titles = items.column("title").to_pylist()
+        self.image_uris = items.column("image_uri").to_pylist()
+        self._row = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.manifest, self.shard, self.version = manifest, shard, manifest.version
+        params = manifest.search_params if search_params is None else search_params
+        if params:
+            faiss.ParameterSpace().set_index_parameters(self.index, params)
+        if omp_threads:
+            faiss.omp_set_num_threads(omp_threads)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k of this shard: scores [nq, k'] (k' = min(k, n)), item ids [nq][k']."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        kk = min(k, len(self))
+        if kk == 0:
+            return np.zeros((len(q), 0), np.float32), [[] for _ in range(len(q))]
+        scores, labels = self.index.search(q, kk)
+        ids = [[self.item_ids[j] if j >= 0 else None for j in row] for row in labels]
+        return scores, ids
+
+    def item(self, item_id: str) -> dict | None:
+        row = self._row.get(item_id)
+        if row is None:
+            return None
+        return {"item_id": item_id, "title": self.titles[row], "image_uri": self.image_uris[row]}
+
+
+class ShardedIndex:
+    """All shards of one version in this process: the in-process reference the endpoint must equal."""
+
+    def __init__(self, root: str, version: str | None = None, verify: bool = True,
+                 search_params: str | None = None):
+        self.root = root
+        self.manifest = read_manifest(root, version)
+        self.shards = [Shard(root, self.manifest, s, verify=verify, search_params=search_params)
+                       for s in range(self.manifest.n_shards)]
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, list[list[str]]]:
+        return merge_topk((s.search(queries, k) for s in self.shards), k)
+
+    def item(self, item_id: str) -> dict | None:
+        return self.shards[shard_of(item_id, self.manifest.n_shards)].item(item_id)
+
+
+def exact_search(vectors: np.ndarray, item_ids: Sequence[str], queries: np.ndarray, k: int
+                 ) -> tuple[np.ndarray, list[list[str]]]:
+    """Brute-force top-k by inner product over normalised vectors (ties by item id): the ground truth."""
+    v, q = normalize(vectors), np.ascontiguousarray(queries, dtype=np.float32)
+    sims = q @ v.T
+    ids = np.asarray(item_ids, dtype=object)
+    out_s = np.full((len(q), min(k, len(ids))), -np.inf, np.float32)
+    out_i = []
+    for r in range(len(q)):
+        order = sorted(range(len(ids)), key=lambda j: (-float(sims[r, j]), ids[j]))[:k] if len(ids) < 5000 \
+            else list(np.argsort(-sims[r], kind="stable")[:k])
+        out_s[r, :len(order)] = sims[r, order]
+        out_i.append([ids[j] for j in order])
+    return out_s, out_i
