@@ -141,6 +141,8 @@ class IndexManifest(BaseModel):
     train_sample: int = 0
     checkpoint_id: str = Field(description="id of the student checkpoint whose image tower made the vectors")
     checkpoint_hash: str = Field(description="content hash of that checkpoint (the query encoder must match)")
+    checkpoint_uri: str | None = Field(None, description="where that checkpoint lives (the endpoint's default encoder)")
+    dataset_root: str | None = Field(None, description="the catalog the items came from (images are read from it)")
     embeddings_uri: str | None = None
     shards: list[ShardInfo]
 
@@ -272,7 +274,8 @@ def _train_template(factory: str, dim: int, vectors: np.ndarray, cfg: IndexBuild
 
 
 def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, checkpoint_hash: str,
-                cfg: IndexBuildConfig | None = None, progress: bool = True) -> IndexManifest:
+                cfg: IndexBuildConfig | None = None, progress: bool = True, checkpoint_uri: str | None = None,
+                dataset_root: str | None = None, embeddings_uri: str | None = None) -> IndexManifest:
     """Build ``cfg.n_shards`` FAISS shards from an embeddings table (or its Parquet URI).
 
     Vectors are L2-normalised here whatever the input; the coarse quantizer (and PQ codebooks) is
@@ -282,7 +285,7 @@ def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, c
     faiss = _faiss()
     cfg = cfg or IndexBuildConfig()
     started = time.perf_counter()
-    embeddings_uri = embeddings if isinstance(embeddings, str) else None
+    embeddings_uri = embeddings if isinstance(embeddings, str) else embeddings_uri
     table = storage.read_table(embeddings) if isinstance(embeddings, str) else embeddings
     missing = {"item_id", "vector"} - set(table.column_names)
     if missing:
@@ -334,7 +337,8 @@ def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, c
         build_seconds=round(time.perf_counter() - started, 3), factory=cfg.factory, dim=dim, n_items=n,
         n_shards=cfg.n_shards, search_params=cfg.search_params,
         train_sample=trained_on,
-        checkpoint_id=checkpoint_id, checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri, shards=shards)
+        checkpoint_id=checkpoint_id, checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri,
+        checkpoint_uri=checkpoint_uri, dataset_root=dataset_root, shards=shards)
     storage.write_json_atomic(manifest.model_dump(mode="json"), storage.join(vdir, "manifest.json"))
     if cfg.make_current:
         set_current(out_root, version)

@@ -65,7 +65,7 @@ def test_merge_topk_ties_and_padding():
 
 
 @pytest.mark.parametrize("factory,params", [("IVF16,Flat", "nprobe=16"), ("HNSW16", "efSearch=256"),
-                                            ("IVF8,PQ4x8,RFlat", "nprobe=8,k_factor_rf=64")])
+                                            ("IVF8,PQ4x4,RFlat", "nprobe=8,k_factor_rf=64")])
 def test_ann_factories_train_once_and_recall(tmp_path, factory, params):
     ids, vecs, table = _data(n=2000)
     cfg = IndexBuildConfig(factory=factory, n_shards=2, train_sample=1500, search_params=params)

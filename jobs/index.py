@@ -1,0 +1,29 @@
+"""Embed a catalog with the student and build the sharded FAISS index the endpoint serves.
+
+    python jobs/index.py [--config configs/index.yaml] [index.n_shards=2 checkpoint=<uri> ...]
+    ray job submit --working-dir . -- python jobs/index.py --config configs/index.yaml
+
+Prints the index root and version; ``serve run configs/serve.yaml`` (index_root set to it)
+serves it. With no arguments it indexes the demo world with the untrained demo student.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from distill.config import load_config  # noqa: E402
+from serving.pipeline import IndexJobConfig, default_output, run_index_job  # noqa: E402
+
+
+def main() -> None:
+    cfg = load_config(IndexJobConfig)
+    manifest = run_index_job(cfg)
+    print(f"index_root: {cfg.output or default_output(cfg)}")
+    print(f"version: {manifest.version}  checkpoint: {manifest.checkpoint_uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Catalog -> student image embeddings -> sharded FAISS index: the library behind ``jobs/index.py``.
+
+With no student checkpoint given, the student is built from its config with a fixed seed (the
+untrained demo student) and saved under ``<output>/students/<hash>`` first, so the endpoint
+loads exactly the weights the index was built with. Embeddings are cached per
+(checkpoint hash, catalog selection) under ``<output>/embeddings/``; a finished set is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill import storage
+from distill.student import StudentConfig
+from distill.world import WorldConfig
+from serving.embed import EmbedConfig, embed_catalog, embeddings_complete, read_embeddings
+from serving.index import IndexBuildConfig, IndexManifest, build_index
+
+
+class IndexJobConfig(BaseModel):
+    """Embed a catalog with the student's image tower and build a sharded FAISS index from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(None, description="dataset root URI (see distill.datasets); default the demo world")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="the demo world, used when dataset is unset")
+    split: Literal["train", "val", "test"] | None = Field(None, description="index one split only (default all)")
+    limit: int | None = Field(None, ge=1, description="index only the first N items by id (smoke runs)")
+    checkpoint: str | None = Field(None, description="student checkpoint directory URI (Student.save); "
+                                   "default: build `student` untrained with `seed` and save it beside the index")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="the student, when no checkpoint")
+    seed: int = Field(0, description="torch seed of the untrained student")
+    output: str | None = Field(None, description="index root URI; default $PERSONA_DISTILL_HOME/indexes/<name>")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="the Ray Data embedding pool")
+    index: IndexBuildConfig = Field(default_factory=IndexBuildConfig, description="FAISS factory, shards, version")
+    reuse_embeddings: bool = Field(True, description="reuse finished embeddings of the same checkpoint and catalog")
+
+
+def default_output(cfg: IndexJobConfig) -> str:
+    from distill.world.build import home
+
+    name = cfg.world.name if cfg.dataset is None else hashlib.sha256(cfg.dataset.encode()).hexdigest()[:8]
+    return storage.join(home(), "indexes", name)
+
+
+def materialise_student(cfg: IndexJobConfig, output: str) -> tuple[str, str]:
+    """(checkpoint URI, checkpoint hash): the given checkpoint, or the seeded untrained student saved once."""
+    import torch
+
+    from distill.student import build_student, read_checkpoint_meta
+
+    if cfg.checkpoint:
+        meta = read_checkpoint_meta(cfg.checkpoint)
+        return cfg.checkpoint, meta["checkpoint_id"]
+    torch.manual_seed(cfg.seed)
+    student = build_student(cfg.student)
+    ckpt_hash = student.checkpoint_id
+    uri = storage.join(output, "students", ckpt_hash[:16])
+    if not storage.exists(storage.join(uri, "student.json")):
+        student.save(uri, extra={"seed": cfg.seed, "untrained": True})
+    return uri, ckpt_hash
+
+
+def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
+    from distill.ray_utils import init_ray
+    from distill.world import ensure_world
+
+    started = time.perf_counter()
+    dataset = cfg.dataset or ensure_world(cfg.world)
+    output = cfg.output or default_output(cfg)
+    ckpt_uri, ckpt_hash = materialise_student(cfg, output)
+    selection = json.dumps({"dataset": dataset, "split": cfg.split, "limit": cfg.limit}, sort_keys=True)
+    emb_uri = storage.join(output, "embeddings",
+                           f"{ckpt_hash[:16]}-{hashlib.sha256(selection.encode()).hexdigest()[:8]}")
+    done = embeddings_complete(emb_uri) if cfg.reuse_embeddings else None
+    if done is None or done.get("checkpoint_hash") != ckpt_hash:
+        init_ray()
+        embed_catalog(dataset, ckpt_uri, ckpt_hash, emb_uri, cfg.embed, split=cfg.split, limit=cfg.limit,
+                      progress=progress)
+    elif progress:
+        print(f"reusing embeddings at {emb_uri} ({done['n_items']} items)")
+    table = read_embeddings(emb_uri).sort_by("item_id")
+    manifest = build_index(table, output, checkpoint_id=ckpt_uri, checkpoint_hash=ckpt_hash, cfg=cfg.index,
+                           progress=progress, checkpoint_uri=ckpt_uri, dataset_root=dataset,
+                           embeddings_uri=emb_uri)
+    if progress:
+        print(f"index {manifest.version} at {output}: {manifest.n_items} items, dim {manifest.dim}, "
+              f"{manifest.n_shards} shard(s) of {manifest.factory}; {time.perf_counter() - started:.1f} s")
+    return manifest
