@@ -170,6 +170,16 @@ class Student:
                 p.requires_grad = towers in ("text", "both")
         self.cfg = self.cfg.model_copy(update={"train_towers": towers})
 
+    def train_mode(self, model: torch.nn.Module | None = None) -> None:
+        """Training mode for the towers that train, eval mode (no dropout) for frozen ones."""
+        model = model or self.model
+        towers = self.cfg.train_towers
+        model.train(towers == "both" or towers == "text")
+        if towers == "image":
+            model.visual.train()
+        elif towers == "text":
+            model.visual.eval()
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
