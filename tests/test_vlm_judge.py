@@ -228,3 +228,42 @@ def test_corrupt_or_missing_image_fails_that_match_only(judge_actor):
     assert results[5].scores.shape == (4,)
     # the engine is still healthy afterwards
     assert ray.get(actor.judge_views.remote([good]), timeout=300)[0].error is None
+
+
+# ---- real tournament rounds through the real engine (Ray Data actor pool in the vLLM venv) ----------
+
+@pytest.mark.slow
+def test_tournament_rounds_with_the_tiny_vlm(ray_local, vllm_python, tiny_vlm, tmp_path):
+    """Two personas x 16 images, k = 4: every match judged once by the VLM in the vLLM venv, a
+    corrupt catalog image fails its match (recorded, the bracket goes on), the rest are scored."""
+    import pyarrow as pa
+
+    from distill.judges import PluginJudgeConfig
+    from distill.tournament import JudgePoolConfig, TournamentConfig, TournamentSpec, run_tournaments
+
+    rng = np.random.default_rng(7)
+    ids = [f"p{i:02d}" for i in range(16)]
+    images = [_png(rng, 120, 90) for _ in ids]
+    images[5] = b"GIF89a truncated"  # one broken product photo
+    payload = pa.table({"item_id": ids, "image": pa.array(images, pa.binary())})
+    specs = [TournamentSpec(f"t{i}", f"persona-{i}", text, tuple(ids))
+             for i, text in enumerate(["a potter who loves the sea", "a chess coach with three dogs"])]
+    # until kind="vlm" is in JudgeConfig, the plugin kind hosts the same judge
+    judge = PluginJudgeConfig(target="distill.judges.vlm:VLMJudge", options=dict(
+        model=tiny_vlm, dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.3, kv_cache_gib=1,
+        enforce_eager=True, max_num_seqs=16, max_k=4, image_max_side=112))
+    pool = JudgePoolConfig(min_actors=1, max_actors=1, batch_size=8, py_executable=str(vllm_python))
+    res = run_tournaments(specs, payload, TournamentConfig(k=4, seed=0), judge, pool, str(tmp_path / "run"),
+                          progress=False)
+    m = res.matches
+    keys = m["match_key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 2 * 5  # ceil(15 / 3) matches per persona, each once
+    assert set(m["prompt_version"].to_pylist()) == {"persona_choice_v1"}
+    assert all(j.startswith("vlm/") for j in m["judge_id"].to_pylist())
+    for cands, scores, err in zip(m["candidate_ids"].to_pylist(), m["scores"].to_pylist(), m["error"].to_pylist()):
+        if "p05" in cands:
+            assert scores is None and "candidate p05: unreadable image" in err
+        else:
+            assert err is None and len(scores) == len(cands) and abs(sum(scores) - 1) < 1e-4
+    assert res.summary.failed_matches >= 2  # p05 plays at least its first match in both brackets
+    assert len(res.tournaments["winner_id"].to_pylist()) == 2

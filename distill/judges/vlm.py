@@ -181,10 +181,19 @@ class VLMJudge(Judge):
 
     payload_columns = ("image",)
 
-    def __init__(self, config: VLMJudgeConfig, llm: Any | None = None):
+    def __init__(self, config: VLMJudgeConfig | dict[str, Any] | None = None, *, llm: Any | None = None,
+                 **fields: Any):
+        """``VLMJudge(config)``, or ``VLMJudge(**config_fields)`` (what the ``plugin`` judge kind
+        does with its options). ``llm``: an already built ``vllm.LLM`` to reuse."""
         from vllm import LLM, SamplingParams  # in the judge actor only
         from vllm.exceptions import VLLMClientError
 
+        if config is None:
+            config = VLMJudgeConfig(**fields)
+        elif isinstance(config, dict):
+            config = VLMJudgeConfig(**config, **fields)
+        elif fields:
+            raise TypeError("pass either a VLMJudgeConfig or its fields, not both")
         self.config = config
         self.template = PromptTemplate.load(config.prompt_version)
         self._sampling_params = SamplingParams
