@@ -2,6 +2,7 @@
 
 from distill.judges.base import Candidate, Judge, Judgement, MatchView
 from distill.judges.config import JudgeConfig, PluginJudgeConfig, RandomJudgeConfig, TextOracleConfig
+from distill.judges.vlm import VLMJudgeConfig
 
 __all__ = ["Candidate", "Judge", "Judgement", "MatchView", "JudgeConfig", "TextOracleConfig",
-           "RandomJudgeConfig", "PluginJudgeConfig"]
+           "RandomJudgeConfig", "PluginJudgeConfig", "VLMJudgeConfig"]

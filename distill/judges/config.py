@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.judges.base import Judge
+from distill.judges.vlm import VLMJudgeConfig  # imports no vLLM: the driver only validates it
 
 
 class TextOracleConfig(BaseModel):
@@ -56,4 +57,5 @@ class PluginJudgeConfig(BaseModel):
         return cls(**self.options)
 
 
-JudgeConfig = Annotated[Union[TextOracleConfig, RandomJudgeConfig, PluginJudgeConfig], Field(discriminator="kind")]
+JudgeConfig = Annotated[Union[TextOracleConfig, VLMJudgeConfig, RandomJudgeConfig, PluginJudgeConfig],
+                        Field(discriminator="kind")]
