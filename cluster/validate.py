@@ -471,6 +471,44 @@ def placements(request: dict[str, float], types: dict[str, dict]) -> list[str]:
     return out
 
 
+def stage_requests(config: Any, path: str = "") -> list[tuple[str, dict[str, float], int, int]]:
+    """The Ray resource requests a job config makes, found by shape anywhere in the config tree:
+    ``(where, request, fewest, most)`` per actor pool or trainer.
+
+    * an actor pool (``JudgePoolConfig``, ``EmbedConfig``, ...): a mapping with ``num_gpus``,
+      plus ``num_cpus``, ``accelerator_type`` and ``min_actors``/``max_actors`` when present;
+    * a Ray Train scaling config: a mapping with ``use_gpu`` or ``num_workers``, plus
+      ``resources_per_worker`` and ``accelerator_type`` (one GPU per worker when ``use_gpu``).
+    """
+    found: list[tuple[str, dict[str, float], int, int]] = []
+    if isinstance(config, dict):
+        if "num_gpus" in config and not isinstance(config["num_gpus"], dict):
+            req = demand(float(config.get("num_cpus", 1) or 0), float(config.get("num_gpus") or 0),
+                         config.get("accelerator_type"))
+            lo = int(config.get("min_actors", config.get("min_replicas", 1)) or 1)
+            hi = int(config.get("max_actors", config.get("max_replicas", lo)) or lo)
+            found.append((path or "<root>", req, lo, max(lo, hi)))
+        elif "use_gpu" in config or ("num_workers" in config and "resources_per_worker" in config):
+            per = dict(config.get("resources_per_worker") or {})
+            gpus = float(per.pop("GPU", 1 if config.get("use_gpu") else 0))
+            cpus = float(per.pop("CPU", 1))
+            n = int(config.get("num_workers", 1) or 1)
+            found.append((path or "<root>", demand(cpus, gpus, config.get("accelerator_type"), per), n, n))
+        for key, value in config.items():
+            found += stage_requests(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            found += stage_requests(value, f"{path}[{i}]")
+    return found
+
+
+def capacity(request: dict[str, float], node: dict) -> int:
+    """How many copies of ``request`` the whole group can host (per pod x max_workers)."""
+    have = node.get("resources", {})
+    per_pod = min((int(have.get(k, 0) // v) for k, v in request.items() if v > 0), default=0)
+    return per_pod * int(node.get("max_workers", 0))
+
+
 # --------------------------------------------------------------------------------------------
 
 def load_documents(path: Path) -> list[dict]:
