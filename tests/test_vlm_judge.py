@@ -238,7 +238,6 @@ def test_tournament_rounds_with_the_tiny_vlm(ray_local, vllm_python, tiny_vlm, t
     corrupt catalog image fails its match (recorded, the bracket goes on), the rest are scored."""
     import pyarrow as pa
 
-    from distill.judges import PluginJudgeConfig
     from distill.tournament import JudgePoolConfig, TournamentConfig, TournamentSpec, run_tournaments
 
     rng = np.random.default_rng(7)
@@ -248,10 +247,8 @@ def test_tournament_rounds_with_the_tiny_vlm(ray_local, vllm_python, tiny_vlm, t
     payload = pa.table({"item_id": ids, "image": pa.array(images, pa.binary())})
     specs = [TournamentSpec(f"t{i}", f"persona-{i}", text, tuple(ids))
              for i, text in enumerate(["a potter who loves the sea", "a chess coach with three dogs"])]
-    # until kind="vlm" is in JudgeConfig, the plugin kind hosts the same judge
-    judge = PluginJudgeConfig(target="distill.judges.vlm:VLMJudge", options=dict(
-        model=tiny_vlm, dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.3, kv_cache_gib=1,
-        enforce_eager=True, max_num_seqs=16, max_k=4, image_max_side=112))
+    judge = VLMJudgeConfig(model=tiny_vlm, dtype="bfloat16", max_model_len=2048, gpu_memory_utilization=0.3,
+                           kv_cache_gib=1, enforce_eager=True, max_num_seqs=16, max_k=4, image_max_side=112)
     pool = JudgePoolConfig(min_actors=1, max_actors=1, batch_size=8, py_executable=str(vllm_python))
     res = run_tournaments(specs, payload, TournamentConfig(k=4, seed=0), judge, pool, str(tmp_path / "run"),
                           progress=False)
