@@ -477,7 +477,8 @@ def stage_requests(config: Any, path: str = "") -> list[tuple[str, dict[str, flo
 
     * an actor pool (``JudgePoolConfig``, ``EmbedConfig``, ...): a mapping with ``num_gpus``,
       plus ``num_cpus``, ``accelerator_type`` and ``min_actors``/``max_actors`` when present;
-    * a Ray Train scaling config: a mapping with ``use_gpu`` or ``num_workers``, plus
+    * a Ray Train scaling config: a mapping with ``use_gpu`` (or ``num_workers`` with
+      ``resources_per_worker``), plus ``cpus_per_worker``/``gpus_per_worker``,
       ``resources_per_worker`` and ``accelerator_type`` (one GPU per worker when ``use_gpu``).
     """
     found: list[tuple[str, dict[str, float], int, int]] = []
@@ -490,8 +491,8 @@ def stage_requests(config: Any, path: str = "") -> list[tuple[str, dict[str, flo
             found.append((path or "<root>", req, lo, max(lo, hi)))
         elif "use_gpu" in config or ("num_workers" in config and "resources_per_worker" in config):
             per = dict(config.get("resources_per_worker") or {})
-            gpus = float(per.pop("GPU", 1 if config.get("use_gpu") else 0))
-            cpus = float(per.pop("CPU", 1))
+            gpus = float(per.pop("GPU", config.get("gpus_per_worker", 1) if config.get("use_gpu") else 0))
+            cpus = float(per.pop("CPU", config.get("cpus_per_worker", 1)))
             n = int(config.get("num_workers", 1) or 1)
             found.append((path or "<root>", demand(cpus, gpus, config.get("accelerator_type"), per), n, n))
         for key, value in config.items():

@@ -331,6 +331,22 @@ def test_gpu_requests_land_only_on_gpu_groups_that_can_host_the_pool(path: Path,
                 assert not any(k.startswith("accelerator_type:") for k in request), f"{where}: accelerator without GPUs"
 
 
+def test_stage_requests_are_found_by_shape_and_misplaced_ones_are_caught() -> None:
+    pool = {"pool": {"min_actors": 2, "max_actors": 4, "num_cpus": 4, "num_gpus": 1, "accelerator_type": "H100"}}
+    train = {"train": {"num_workers": 3, "use_gpu": True, "cpus_per_worker": 6}}
+    assert V.stage_requests(pool) == [("pool", {"CPU": 4.0, "GPU": 1.0, "accelerator_type:H100": 0.001}, 2, 4)]
+    assert V.stage_requests(train) == [("train", {"CPU": 6.0, "GPU": 1.0}, 3, 3)]
+    assert V.stage_requests({"embed": {"num_gpus": 0, "num_cpus": 2}})[0][1] == {"CPU": 2.0}
+    types = _types(RAYCLUSTER)
+    gpu_groups = [n for n, t in types.items() if t["resources"].get("GPU")]
+    assert V.placements(V.stage_requests(pool)[0][1], types) == gpu_groups
+    assert V.placements(V.demand(4, 1, "A100"), types) == [], "an A100 request must not fit an H100 group"
+    assert V.placements(V.demand(4, 2), types) == [], "two GPUs per actor do not fit one-GPU pods"
+    assert V.placements(V.demand(1), types) != ["headgroup"] and "headgroup" not in V.placements(V.demand(1), types)
+    max_pods = {g["groupName"]: g["maxReplicas"] for g in RAYCLUSTER["spec"]["workerGroupSpecs"]}
+    assert V.capacity(V.demand(4, 1), types[gpu_groups[0]]) == max_pods[gpu_groups[0]]
+
+
 def test_gpu_stage_configs_agree_with_their_engines() -> None:
     raw = yaml.safe_load((REPO / "configs" / "cluster" / "tournament-vlm.yaml").read_text())
     assert raw["pool"]["num_gpus"] == raw["judge"]["tensor_parallel_size"], "one engine per actor owns its GPUs"
