@@ -55,8 +55,16 @@ class JudgePoolConfig(BaseModel):
     py_executable: str | None = Field(None, description="Python of another virtualenv for the judge actors (the vLLM venv on CPU machines).")
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the judge actors.")
 
-    def map_batches_kwargs(self) -> dict[str, Any]:
+    def map_batches_kwargs(self, n_batches: int | None = None) -> dict[str, Any]:
+        """Arguments for ``map_batches``; a round with few batches starts no more actors than it can use
+        (each actor start loads the judge, which for a VLM is the engine)."""
         import ray.data
+
+        hi = max(self.min_actors, self.max_actors)
+        lo = self.min_actors
+        if n_batches is not None:
+            hi = max(1, min(hi, n_batches))
+            lo = min(lo, hi)
 
         runtime_env: dict[str, Any] = {}
         if self.py_executable:
@@ -64,7 +72,7 @@ class JudgePoolConfig(BaseModel):
         if self.env_vars:
             runtime_env["env_vars"] = dict(self.env_vars)
         kwargs: dict[str, Any] = dict(
-            compute=ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=max(self.min_actors, self.max_actors)),
+            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
             batch_size=self.batch_size, batch_format="pyarrow", num_cpus=self.num_cpus,
         )
         if self.num_gpus:
@@ -160,7 +168,7 @@ def _judge_round(requests: list[dict], payload_ref: Any, judge_config: dict, cfg
         JudgeWorker,
         fn_constructor_kwargs=dict(judge_config=judge_config, payload=[payload_ref],
                                    winner_rule=cfg.winner_rule, attempt_id=attempt_id),
-        **pool.map_batches_kwargs(),
+        **pool.map_batches_kwargs(n_batches=len(blocks)),
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         store.stage(r, batch, attempt_id)
