@@ -29,7 +29,8 @@ from distill.schemas import ELIMINATION_SCHEMA, TOURNAMENT_SCHEMA
 from distill.seeding import seed_for
 from distill.tournament import bracket
 from distill.tournament.store import RoundStore, SURVIVOR_SCHEMA
-from distill.tournament.worker import REQUEST_SCHEMA, JudgeWorker
+from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig, route_batch
+from distill.tournament.worker import REQUEST_SCHEMA
 
 
 class TournamentConfig(BaseModel):
@@ -40,48 +41,6 @@ class TournamentConfig(BaseModel):
     n_views: int = Field(1, ge=1, le=16, description="Orders each match is judged under; >1 averages out position bias (cyclic shifts, then random).")
     winner_rule: Literal["argmax", "sample"] = Field("argmax", description="'argmax' of the averaged scores, or a seeded draw from them.")
     seed: int = Field(0, description="Root seed: shuffles, view orders and judge noise derive from it.")
-
-
-class JudgePoolConfig(BaseModel):
-    """The autoscaling Ray Data actor pool that hosts the judge."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_actors: int = Field(1, ge=1, description="Actors kept alive (each loads the judge once).")
-    max_actors: int = Field(2, ge=1, description="Upper bound the pool autoscales to (e.g. the GPU count).")
-    batch_size: int = Field(128, ge=1, description="Matches per judge call; a VLM batches all their views into one engine call.")
-    num_cpus: float = Field(1.0, ge=0, description="CPUs reserved per actor.")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (1 per vLLM engine, or the tensor-parallel size).")
-    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'H100' or 'L4', so KubeRay scales the matching GPU group from zero.")
-    py_executable: str | None = Field(None, description="Python of another virtualenv for the judge actors (the vLLM venv on CPU machines).")
-    env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the judge actors.")
-
-    def map_batches_kwargs(self, n_batches: int | None = None) -> dict[str, Any]:
-        """Arguments for ``map_batches``; a round with few batches starts no more actors than it can use
-        (each actor start loads the judge, which for a VLM is the engine)."""
-        import ray.data
-
-        hi = max(self.min_actors, self.max_actors)
-        lo = self.min_actors
-        if n_batches is not None:
-            hi = max(1, min(hi, n_batches))
-            lo = min(lo, hi)
-
-        runtime_env: dict[str, Any] = {}
-        if self.py_executable:
-            runtime_env["py_executable"] = self.py_executable
-        if self.env_vars:
-            runtime_env["env_vars"] = dict(self.env_vars)
-        kwargs: dict[str, Any] = dict(
-            compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi),
-            batch_size=self.batch_size, batch_format="pyarrow", num_cpus=self.num_cpus,
-        )
-        if self.num_gpus:
-            kwargs["num_gpus"] = self.num_gpus
-        if self.accelerator_type:
-            kwargs["accelerator_type"] = self.accelerator_type
-        if runtime_env:
-            kwargs["runtime_env"] = runtime_env
-        return kwargs
 
 
 @dataclass(frozen=True)
@@ -156,23 +115,43 @@ def plan_requests(specs: dict[str, TournamentSpec], survivors: dict[str, list[st
     return requests, byes
 
 
-def _judge_round(requests: list[dict], payload_ref: Any, judge_config: dict, cfg: TournamentConfig,
-                 pool: JudgePoolConfig, store: RoundStore, r: int, attempt_id: str, bar: tqdm) -> None:
+def _judge_round(requests: list[dict], hosts: JudgeHostPool, pool: JudgePoolConfig, store: RoundStore, r: int,
+                 attempt_id: str, bar: tqdm) -> None:
+    """One Ray Data pass over the round's open matches, judged by the job's host pool."""
     import ray.data
 
     table = pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)
-    # Several blocks, so the pool can scale out (one block would feed one actor at a time).
+    # One block per batch, so batches flow to the hosts in parallel as the pass streams.
     step = max(1, pool.batch_size)
     blocks = [table.slice(i, step) for i in range(0, table.num_rows, step)]
+    handles = hosts.for_round(len(blocks))
     ds = ray.data.from_arrow(blocks).map_batches(
-        JudgeWorker,
-        fn_constructor_kwargs=dict(judge_config=judge_config, payload=[payload_ref],
-                                   winner_rule=cfg.winner_rule, attempt_id=attempt_id),
-        **pool.map_batches_kwargs(n_batches=len(blocks)),
-    )
+        route_batch, fn_kwargs={"hosts": handles}, batch_size=None, batch_format="pyarrow",
+        num_cpus=0, concurrency=2 * len(handles))
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         store.stage(r, batch, attempt_id)
         bar.update(batch.num_rows)
+
+
+def _commit(store: RoundStore, state: Any, r: int, requests: list[dict], byes: dict[str, tuple[str, ...]],
+            survivors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Check round ``r`` is complete, commit it, and return who goes on (winners, then byes kept)."""
+    matches = store.staged(r)
+    wanted = {q["match_key"] for q in requests}
+    got = set(matches["match_key"].to_pylist())
+    if got != wanted:
+        raise RuntimeError(f"round {r}: {len(wanted - got)} match(es) were not judged")
+    order = {q["match_key"]: n for n, q in enumerate(requests)}
+    matches = matches.take(np.argsort([order[k] for k in matches["match_key"].to_pylist()]))
+    nxt: dict[str, list[str]] = {tid: list(b) for tid, b in byes.items()}
+    for tid, w in zip(matches["tournament_id"].to_pylist(), matches["winner_id"].to_pylist()):
+        nxt[tid].append(w)
+    for tid, alive in survivors.items():
+        nxt.setdefault(tid, alive)  # already decided
+    rows = [(tid, item) for tid, items in nxt.items() for item in items]
+    store.commit_round(state, r, matches, pa.table(
+        {"tournament_id": [t for t, _ in rows], "item_id": [i for _, i in rows]}, schema=SURVIVOR_SCHEMA))
+    return nxt
 
 
 def run_tournaments(specs: list[TournamentSpec], payload: pa.Table, cfg: TournamentConfig,
@@ -211,47 +190,33 @@ def run_tournaments(specs: list[TournamentSpec], payload: pa.Table, cfg: Tournam
 
     attempt_id = uuid.uuid4().hex[:12]
     judged_now = reused = 0
-    payload_ref = None
+    hosts: JudgeHostPool | None = None
     r = state.committed_rounds
-    while not state.finished:
-        requests, byes = plan_requests(by_id, survivors, r, cfg, fingerprint)
-        if not requests:
-            break
-        staged = store.staged(r)
-        done = set(staged["match_key"].to_pylist())
-        todo = [q for q in requests if q["match_key"] not in done]
-        reused += len(requests) - len(todo)
-        with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress,
-                  desc=f"round {r} ({len(requests)} matches)", unit="match") as bar:
-            if todo:
-                if payload_ref is None:
-                    import ray
+    try:
+        while not state.finished:
+            requests, byes = plan_requests(by_id, survivors, r, cfg, fingerprint)
+            if not requests:
+                break
+            done = set(store.staged(r)["match_key"].to_pylist())
+            todo = [q for q in requests if q["match_key"] not in done]
+            reused += len(requests) - len(todo)
+            with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress,
+                      desc=f"round {r} ({len(requests)} matches)", unit="match") as bar:
+                if todo:
+                    if hosts is None:  # first real work: start Ray and the judges, once per job
+                        import ray
 
-                    from distill.ray_utils import init_ray
+                        from distill.ray_utils import init_ray
 
-                    init_ray()
-                    payload_ref = ray.put(payload)
-                _judge_round(todo, payload_ref, judge_dump, cfg, pool, store, r, attempt_id, bar)
-                judged_now += len(todo)
-        matches = store.staged(r)
-        wanted = {q["match_key"] for q in requests}
-        got = set(matches["match_key"].to_pylist())
-        if got != wanted:
-            raise RuntimeError(f"round {r}: {len(wanted - got)} match(es) were not judged")
-        order = {q["match_key"]: n for n, q in enumerate(requests)}
-        matches = matches.take(np.argsort([order[k] for k in matches["match_key"].to_pylist()]))
-        nxt: dict[str, list[str]] = {tid: list(b) for tid, b in byes.items()}
-        for tid, w in zip(matches["tournament_id"].to_pylist(), matches["winner_id"].to_pylist()):
-            nxt[tid].append(w)
-        for tid, alive in survivors.items():
-            if tid not in nxt:
-                nxt[tid] = alive  # already decided
-        surv_rows = [(tid, item) for tid, items in nxt.items() for item in items]
-        store.commit_round(state, r, matches, pa.table(
-            {"tournament_id": [t for t, _ in surv_rows], "item_id": [i for _, i in surv_rows]},
-            schema=SURVIVOR_SCHEMA))
-        survivors = nxt
-        r += 1
+                        init_ray()
+                        hosts = JudgeHostPool(pool, judge_dump, ray.put(payload), cfg.winner_rule, attempt_id)
+                    _judge_round(todo, hosts, pool, store, r, attempt_id, bar)
+                    judged_now += len(todo)
+            survivors = _commit(store, state, r, requests, byes, survivors)
+            r += 1
+    finally:
+        if hosts is not None:
+            hosts.shutdown()
 
     all_matches = store.matches(state)
     tournaments, eliminations = _results(specs, all_matches, cfg)

@@ -59,7 +59,8 @@ def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements:
 
 
 class JudgeWorker:
-    """Callable class for ``Dataset.map_batches``: builds the judge once, then judges batches."""
+    """Builds the judge once, then judges batches: a long-lived pool actor (``hosts.py``), or a
+    callable class for ``Dataset.map_batches``."""
 
     def __init__(self, judge_config: dict[str, Any], payload: list[ray.ObjectRef], winner_rule: str,
                  attempt_id: str):
@@ -78,6 +79,10 @@ class JudgeWorker:
         return Candidate(item_id=item_id, title=fields.get("title"), image=fields.get("image"))
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.judge_batch(batch)
+
+    def judge_batch(self, batch: pa.Table) -> pa.Table:
+        """Judge every view of every match in ``batch``; one MATCH_SCHEMA row per match."""
         rows = batch.to_pylist()
         views: list[MatchView] = []
         for row in rows:
