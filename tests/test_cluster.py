@@ -356,6 +356,15 @@ def test_gpu_stage_configs_agree_with_their_engines() -> None:
     assert raw["pool"]["max_actors"] <= gpu_group["maxReplicas"]
 
 
+def test_cluster_tournament_uses_the_repo_gpu_judge() -> None:
+    repo_cfg = REPO / "configs" / "vlm-qwen2.5-vl-7b.yaml"
+    if not repo_cfg.exists():
+        pytest.skip("configs/vlm-qwen2.5-vl-7b.yaml (the ready GPU judge config) is not in this checkout")
+    ours = yaml.safe_load((REPO / "configs" / "cluster" / "tournament-vlm.yaml").read_text())
+    theirs = yaml.safe_load(repo_cfg.read_text())
+    assert ours["judge"] == theirs["judge"], "the cluster tournament runs the repo's GPU judge unchanged"
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. the RayService
 
