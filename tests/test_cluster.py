@@ -295,6 +295,9 @@ def test_rayjob_runs_a_repo_job_on_its_own_cluster_and_shuts_it_down(path: Path,
     assert spec["shutdownAfterJobFinishes"] is True
     assert "rayClusterSpec" in spec and "clusterSelector" not in spec, "shutdown only applies to a cluster the job owns"
     assert shlex.split(spec["entrypoint"])[:2] == ["python", ENTRYPOINT.match(spec["entrypoint"]).group(1)]
+    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "cluster" / "Dockerfile").read_text(), re.M).group(1)
+    assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"] == workdir, \
+        "the relative entrypoint must run in the image's checkout"
     job, config, cfg, _, err = _job_config(spec["entrypoint"])
     if err is not None and "'vlm'" in str(err):
         pytest.xfail(f"{config}: judge.kind=vlm is not in distill.judges.config.JudgeConfig yet (issue 5): {err}")
