@@ -15,13 +15,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.config import load_config  # noqa: E402
-from serving.pipeline import IndexJobConfig, default_output, run_index_job  # noqa: E402
+from serving.pipeline import IndexJobConfig, index_root, run_index_job  # noqa: E402
 
 
 def main() -> None:
     cfg = load_config(IndexJobConfig)
     manifest = run_index_job(cfg)
-    print(f"index_root: {cfg.output or default_output(cfg)}")
+    print(f"index_root: {index_root(cfg)}")
     print(f"version: {manifest.version}  checkpoint: {manifest.checkpoint_uri}")
 
 

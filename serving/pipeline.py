@@ -66,13 +66,26 @@ def materialise_student(cfg: IndexJobConfig, output: str) -> tuple[str, str]:
     return uri, ckpt_hash
 
 
+def _absolute(uri: str) -> str:
+    """Local paths are recorded absolute in the manifest (the endpoint's replicas run elsewhere)."""
+    import os
+
+    return uri if "://" in uri else os.path.abspath(os.path.expanduser(uri))
+
+
+def index_root(cfg: IndexJobConfig) -> str:
+    """The absolute index root URI this config writes."""
+    return _absolute(cfg.output or default_output(cfg))
+
+
 def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
     from distill.ray_utils import init_ray
     from distill.world import ensure_world
 
     started = time.perf_counter()
     dataset = cfg.dataset or ensure_world(cfg.world)
-    output = cfg.output or default_output(cfg)
+    output = index_root(cfg)
+    dataset = _absolute(dataset)
     ckpt_uri, ckpt_hash = materialise_student(cfg, output)
     selection = json.dumps({"dataset": dataset, "split": cfg.split, "limit": cfg.limit}, sort_keys=True)
     emb_uri = storage.join(output, "embeddings",
