@@ -1,0 +1,220 @@
+"""Evaluation: where does the teacher's tournament winner land in each model's ranking of a catalog?
+
+For held-out personas the teacher plays a k-way knockout over the whole held-out catalog
+(``distill.tournament``); each model scores every catalog item for the persona, and the
+winner's percentile (share of items scored strictly below it, ties against it) gives MPR,
+the median percentile and hit@k. On the demo world the same is reported against the true
+best product under the hidden utility, and every figure is split by whether the target's
+motif was seen in training or held out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from distill.metrics import percentile_rank, rank_of
+
+HIT_KS = (1, 5, 20, 100)
+
+
+def winner_metrics(scores: np.ndarray, targets: list[int] | np.ndarray, ks: tuple[int, ...] = HIT_KS) -> dict:
+    """MPR, median percentile and hit@k of ``targets`` (one per row of ``scores`` (P, N))."""
+    if len(targets) == 0:
+        return {"n": 0, "mpr": None, "median_percentile": None, **{f"hit@{k}": None for k in ks}}
+    pct = np.array([percentile_rank(s, t) for s, t in zip(scores, targets)])
+    ranks = np.array([rank_of(s, t) for s, t in zip(scores, targets)])
+    out = {"n": int(len(pct)), "mpr": float(pct.mean()), "median_percentile": float(np.median(pct))}
+    out.update({f"hit@{k}": float((ranks <= k).mean()) for k in ks})
+    return out
+
+
+def percentiles(scores: np.ndarray, targets) -> np.ndarray:
+    return np.array([percentile_rank(s, t) for s, t in zip(scores, targets)])
+
+
+def student_scores(student, persona_texts: list[str], image_emb: np.ndarray) -> np.ndarray:
+    """(P, N) cosine scores of personas against precomputed catalog image embeddings."""
+    return student.encode_texts(list(persona_texts)) @ image_emb.T
+
+
+def embed_catalog(student, images: list[bytes], batch_size: int = 256) -> np.ndarray:
+    """In-process catalog embedding (the Ray Data path is ``embed_catalog_ray``)."""
+    return student.encode_images(images, batch_size=batch_size)
+
+
+class _EmbedBatch:
+    """Ray Data actor: load a student checkpoint once, embed batches of image bytes."""
+
+    def __init__(self, checkpoint: str, threads: int = 1):
+        import torch
+
+        from distill.student import Student
+
+        torch.set_num_threads(threads)
+        self.student = Student.load(checkpoint)
+
+    def __call__(self, batch: dict) -> dict:
+        emb = self.student.encode_images([bytes(b) for b in batch["image"]])
+        return {"item_id": batch["item_id"], "embedding": emb}
+
+
+def embed_catalog_ray(checkpoint: str, catalog: pa.Table, actors: int = 2, batch_size: int = 128,
+                      num_cpus: float = 1.0) -> tuple[list[str], np.ndarray]:
+    """Catalog embedding as a Ray Data pass over an actor pool (decode + preprocess + encode on CPU workers)."""
+    import ray.data
+
+    from distill.ray_utils import init_ray
+
+    init_ray()
+    n_blocks = max(actors, min(64, catalog.num_rows // batch_size))
+    ds = ray.data.from_arrow(catalog.select(["item_id", "image"])).repartition(n_blocks).map_batches(
+        _EmbedBatch, fn_constructor_kwargs={"checkpoint": checkpoint}, batch_size=batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=num_cpus)
+    ids, embs = [], []
+    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        ids.extend(str(x) for x in b["item_id"])
+        embs.append(np.asarray(b["embedding"], np.float32))
+    order = {i: n for n, i in enumerate(catalog["item_id"].to_pylist())}
+    emb = np.concatenate(embs)
+    perm = np.argsort([order[i] for i in ids])
+    return [ids[p] for p in perm], emb[perm]
+
+
+@dataclass
+class EvalSet:
+    """Held-out personas, the held-out catalog and the teacher's tournament winner per persona."""
+
+    persona_ids: list[str]
+    persona_texts: list[str]
+    item_ids: list[str]
+    images: list[bytes]
+    titles: list[str]
+    winners: list[int]              # index into item_ids of each persona's tournament winner
+    heldout: np.ndarray | None = None   # (N,) bool: item's motif is held out of training (demo world)
+    true_best: list[int] | None = None  # demo world: argmax of the hidden utility
+    teacher_calls: int = 0
+
+
+def evaluate_scores(name: str, scores: np.ndarray, es: EvalSet) -> dict:
+    """One table row: metrics vs the tournament winner, and on the demo world vs the true best and by split."""
+    row = {"model": name, **winner_metrics(scores, es.winners)}
+    if es.true_best is not None:
+        row["true_best"] = winner_metrics(scores, es.true_best)
+    if es.heldout is not None:
+        held = np.array([es.heldout[w] for w in es.winners])
+        for label, sel in (("seen_motif", ~held), ("heldout_motif", held)):
+            idx = np.flatnonzero(sel)
+            row[label] = winner_metrics(scores[idx], [es.winners[i] for i in idx])
+    row["percentiles"] = percentiles(scores, es.winners).tolist()
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = ["mpr", "median_percentile", *[f"hit@{k}" for k in HIT_KS]]
+    head = f"{'model':<28}" + "".join(f"{c:>10}" for c in ["MPR %", "median %", *[f"hit@{k}" for k in HIT_KS]]) \
+        + f"{'true MPR':>10}{'seen':>8}{'held':>8}{'calls':>9}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        vals = [100 * r[c] if c in ("mpr", "median_percentile") else r[c] for c in cols]
+        tb = r.get("true_best", {}).get("mpr")
+        seen = r.get("seen_motif", {}).get("mpr")
+        held = r.get("heldout_motif", {}).get("mpr")
+        f = lambda v, w, p=1: f"{'-':>{w}}" if v is None else f"{100 * v:>{w}.{p}f}"  # noqa: E731
+        lines.append(f"{r['model']:<28}" + "".join(f"{v:>10.2f}" if i < 2 else f"{v:>10.3f}" for i, v in enumerate(vals))
+                     + f(tb, 10, 2) + f(seen, 8) + f(held, 8) + f"{r.get('teacher_calls', 0):>9}")
+    return "\n".join(lines)
+
+
+def plot_report(rows: list[dict], curves: dict[str, list[float]], out_dir: str) -> list[str]:
+    """PNG plots: a rank (percentile) histogram per model and validation MPR per cycle."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from distill import storage
+
+    paths = []
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 2.8), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        ax.hist(100 * np.asarray(r["percentiles"]), bins=20, range=(0, 100), color="tab:blue")
+        ax.set_title(f"{r['model']}\nMPR {100 * r['mpr']:.1f}%", fontsize=9)
+        ax.set_xlabel("percentile of the teacher's winner")
+    axes[0][0].set_ylabel("personas")
+    fig.tight_layout()
+    paths.append(_save(fig, storage.join(out_dir, "rank_histograms.png")))
+    if curves:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        for name, ys in curves.items():
+            ax.plot(range(len(ys)), [100 * y for y in ys], marker="o", label=name)
+        ax.set_xlabel("cycle (0 = start checkpoint)")
+        ax.set_ylabel("validation MPR %")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(_save(fig, storage.join(out_dir, "learning_curves.png")))
+    plt.close("all")
+    _ = os
+    return paths
+
+
+def _save(fig, uri: str) -> str:
+    import io
+
+    from distill import storage
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    storage.write_bytes_atomic(buf.getvalue(), uri)
+    return uri
+
+
+def build_eval_set(root: str, persona_split: str, catalog_split: str, max_personas: int | None,
+                   max_candidates: int | None, judge, pool, tournament, output: str, demo: bool,
+                   seed: int = 0, progress: bool = True) -> EvalSet:
+    """Play (or reuse, from ``output``) the teacher's tournaments and assemble an :class:`EvalSet`."""
+    from distill.tournament import run_tournaments
+    from distill.tournament.job import DataConfig, build_specs
+
+    data = DataConfig(root=root, persona_split=persona_split, catalog_split=catalog_split,
+                      max_personas=max_personas, max_candidates=max_candidates)
+    specs, catalog = build_specs(root, data, seed)
+    result = run_tournaments(specs, catalog, tournament, judge, pool, output, progress=progress)
+    item_ids = catalog["item_id"].to_pylist()
+    pos = {i: n for n, i in enumerate(item_ids)}
+    winners = dict(zip(result.tournaments["tournament_id"].to_pylist(), result.tournaments["winner_id"].to_pylist()))
+    es = EvalSet(persona_ids=[s.persona_id for s in specs], persona_texts=[s.persona_text for s in specs],
+                 item_ids=item_ids, images=catalog["image"].to_pylist(), titles=catalog["title"].to_pylist(),
+                 winners=[pos[winners[s.tournament_id]] for s in specs],
+                 teacher_calls=int(result.summary.teacher_calls))
+    if demo:
+        from distill import datasets
+        from distill.world.truth import world_utility
+
+        util = world_utility(root, es.persona_texts, item_ids)
+        es.true_best = [int(np.argmax(u)) for u in util]
+        attrs = datasets.read_catalog(root, split=catalog_split, columns=["item_id", "attributes"])
+        held = {i: dict(a or []).get("heldout_motif") == "true"
+                for i, a in zip(attrs["item_id"].to_pylist(), attrs["attributes"].to_pylist())}
+        es.heldout = np.array([held[i] for i in item_ids])
+    return es
+
+
+def teacher_ceiling_scores(es: EvalSet) -> np.ndarray:
+    """The text oracle ranking the whole catalog by title (the teacher without bias or noise): the ceiling."""
+    from distill.text_encoder import shared_encoder
+
+    enc = shared_encoder()
+    return enc.encode(es.persona_texts) @ enc.encode(es.titles).T
+
+
+def evaluate_student(name: str, checkpoint: str, es: EvalSet, image_emb: np.ndarray | None = None) -> dict:
+    from distill.student import Student
+
+    student = Student.load(checkpoint)
+    emb = image_emb if image_emb is not None else embed_catalog(student, es.images)
+    return evaluate_scores(name, student_scores(student, es.persona_texts, emb), es)
