@@ -28,8 +28,8 @@ class PretrainConfig(BaseModel):
 
     student: StudentConfig = Field(default_factory=StudentConfig, description="the student to pretrain (its start weights)")
     split: Split = Field("train", description="catalog split whose image-title pairs are used")
-    max_items: int | None = Field(8000, ge=2, description="seeded subsample of the split (pixels are cached in memory); empty = all")
-    steps: int = Field(300, ge=1, description="optimiser steps")
+    max_items: int | None = Field(4096, ge=2, description="seeded subsample of the split (pixels are cached in memory); empty = all")
+    steps: int = Field(200, ge=1, description="optimiser steps")
     batch_size: int = Field(128, ge=2, description="pairs per step (in-batch negatives)")
     lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate (linear warmup, cosine decay)")
     warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
@@ -94,7 +94,7 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             print(f"pretrain step {step + 1}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
                   f"scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)", flush=True)

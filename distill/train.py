@@ -187,8 +187,10 @@ def _train_loop(config: dict[str, Any]) -> None:
         t = torch.tensor([loss_sum, n], dtype=torch.float64, device=device)
         if world > 1:
             torch.distributed.all_reduce(t)
+        seconds = time.perf_counter() - epoch_t0
         metrics = {"step": step, "epoch": epoch + (1 if final_of_epoch else 0), "loss": float(t[0] / max(t[1], 1)),
-                   "scale": float(module.loss.scale.detach()), "examples": int(t[1])}
+                   "scale": float(module.loss.scale.detach()), "examples": int(t[1]),
+                   "seconds": seconds, "samples_per_s": float(t[1]) / max(seconds, 1e-9), "workers": world}
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -200,6 +202,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         student.train_mode(student.model)
         loss_sum, n = 0.0, 0
+        epoch_t0 = time.perf_counter()
         for batch in shard.iter_torch_batches(batch_size=local_bs, device=device):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cfg.use_gpu):
                 loss, _ = ddp(batch["pixels"], batch["tokens"], batch["teacher"], batch["mask"])

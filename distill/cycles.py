@@ -1,0 +1,134 @@
+"""The distillation cycle: embed the catalog, sample, judge, train, evaluate; repeat.
+
+Each cycle writes under ``<output>/cycle-NNN/``:
+
+* ``judge/``   the teacher's single-match tournaments (the tournament engine's round store), so a
+               rerun reuses every judgement already paid for;
+* training checkpoints under ``<output>/train/cycle-NNN`` (Ray Train; a rerun resumes);
+* ``done.json`` written last: the cycle's student checkpoint, validation metrics, teacher calls.
+
+A rerun skips finished cycles and continues the first unfinished one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill import datasets, storage
+from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
+from distill.sampling import SamplerConfig, sample_candidates
+from distill.seeding import rng_for
+from distill.student import Student, StudentConfig
+from distill.train import TrainConfig, examples_table, preference_dataset, train_preferences
+
+
+class CycleConfig(BaseModel):
+    """PAD-style cycles of preference-aligned sampling, teacher judging and training."""
+
+    model_config = ConfigDict(extra="forbid")
+    cycles: int = Field(3, ge=1, description="number of cycles (PAD: ~30)")
+    matches_per_cycle: int = Field(256, ge=1, description="new teacher-judged k-way matches per cycle (PAD: ~1,050)")
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="score bins and draws (k = sum of draws)")
+    train_catalog_max_items: int | None = Field(4096, ge=5, description="seeded subsample of the train catalog the student scores each cycle; empty = all (PAD)")
+    replay: bool = Field(True, description="train each cycle on every judgement so far (False: only the new ones, as PAD)")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="learning rate x lr_decay^cycle (PAD: 0.95)")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the training stage run each cycle")
+    train_towers: str = Field("image", description="image (PAD) | text | both")
+    seed: int = Field(0, description="persona / candidate sampling seed")
+
+
+@dataclass
+class CycleResult:
+    checkpoint: str
+    history: list[dict] = field(default_factory=list)  # one entry per cycle (index 0 = start checkpoint)
+    teacher_calls: int = 0
+
+
+def _val(student: Student, val: EvalSet | None) -> dict | None:
+    if val is None:
+        return None
+    emb = embed_catalog(student, val.images)
+    return winner_metrics(student_scores(student, val.persona_texts, emb), val.winners)
+
+
+def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
+               val: EvalSet | None = None, progress: bool = True, label: str = "") -> CycleResult:
+    from distill.tournament import TournamentConfig, TournamentSpec, run_tournaments
+
+    log = (lambda msg: print(f"[{label or 'distill'}] {msg}", flush=True)) if progress else (lambda msg: None)
+    catalog = datasets.read_catalog(root, split="train", columns=["item_id", "title", "image"])
+    if cfg.train_catalog_max_items and catalog.num_rows > cfg.train_catalog_max_items:
+        pick = np.sort(rng_for(cfg.seed, "train-catalog").choice(catalog.num_rows, cfg.train_catalog_max_items, replace=False))
+        catalog = catalog.take(pick)
+    item_ids = catalog["item_id"].to_pylist()
+    images = dict(zip(item_ids, catalog["image"].to_pylist()))
+    personas = datasets.read_personas(root, split="train")
+    p_ids, p_texts = personas["persona_id"].to_pylist(), personas["text"].to_pylist()
+    text_of = dict(zip(p_ids, p_texts))
+
+    start_meta = storage.join(output, "start.json")
+    if storage.exists(start_meta):
+        history = [storage.read_json(start_meta)]
+    else:
+        history = [{"cycle": 0, "checkpoint": start_checkpoint, "val": _val(Student.load(start_checkpoint), val),
+                    "teacher_calls": 0}]
+        storage.write_json_atomic(history[0], start_meta)
+    if history[0]["val"]:
+        log(f"start: val MPR {100 * history[0]['val']['mpr']:.2f}%")
+    ckpt = start_checkpoint
+    all_matches: list[pa.Table] = []
+    calls = 0
+    for c in range(1, cfg.cycles + 1):
+        cdir = storage.join(output, f"cycle-{c:03d}")
+        done = storage.join(cdir, "done.json")
+        judged = storage.join(cdir, "matches.parquet")
+        if storage.exists(done):
+            entry = storage.read_json(done)
+            history.append(entry)
+            ckpt, calls = entry["checkpoint"], entry["teacher_calls_total"]
+            all_matches.append(storage.read_table(judged))
+            continue
+        t0 = time.time()
+        student = Student.load(ckpt)
+        # 1. embed the catalog with the current student; 2. sample one k-way match per persona
+        emb = embed_catalog(student, [images[i] for i in item_ids])
+        rng = rng_for(cfg.seed, "cycle", c)
+        chosen = rng.choice(len(p_ids), cfg.matches_per_cycle, replace=cfg.matches_per_cycle > len(p_ids))
+        scores = student_scores(student, [p_texts[i] for i in chosen], emb)
+        specs = []
+        for n, (pi, row) in enumerate(zip(chosen, scores)):
+            cand = sample_candidates(row, rng, cfg.sampler)
+            specs.append(TournamentSpec(tournament_id=f"c{c:03d}-{n:05d}", persona_id=p_ids[pi],
+                                        persona_text=p_texts[pi], candidate_ids=tuple(item_ids[j] for j in cand)))
+        log(f"cycle {c}: embedded {len(item_ids)} items, sampled {len(specs)} matches ({time.time() - t0:.0f} s)")
+        # 3. the teacher judges each sample as one k-way match (resumable round store)
+        res = run_tournaments(specs, catalog, TournamentConfig(k=cfg.sampler.k, seed=cfg.seed + c), judge, pool,
+                              storage.join(cdir, "judge"), progress=progress)
+        matches = res.matches
+        storage.write_table_atomic(matches, judged)
+        calls += int(res.summary.teacher_calls)
+        all_matches.append(matches)
+        # 4. train on the judgements (all so far with replay)
+        train_on = pa.concat_tables(all_matches) if cfg.replay else matches
+        table = examples_table(train_on, text_of, images)
+        tcfg = cfg.train.model_copy(update={"lr": cfg.train.lr * cfg.lr_decay ** (c - 1)})
+        scfg = StudentConfig(arch=student.cfg.arch, model_cfg=student.cfg.model_cfg, pretrained=ckpt,
+                             train_towers=cfg.train_towers)
+        log(f"cycle {c}: training on {table.num_rows} judged matches ({calls} teacher calls so far)")
+        tr = train_preferences(preference_dataset(table, student, num_cpus=tcfg.data_cpus), scfg, tcfg,
+                               run_name=f"cycle-{c:03d}", storage_path=storage.join(output, "train"))
+        ckpt = tr.student_checkpoint
+        # 5. evaluate
+        v = _val(Student.load(ckpt), val)
+        entry = {"cycle": c, "checkpoint": ckpt, "checkpoint_id": tr.checkpoint_id, "val": v,
+                 "teacher_calls": int(res.summary.teacher_calls), "teacher_calls_total": calls,
+                 "train_loss": [h["loss"] for h in tr.history], "seconds": time.time() - t0}
+        storage.write_json_atomic(entry, done)
+        history.append(entry)
+        log(f"cycle {c}: val MPR {100 * v['mpr']:.2f}%" if v else f"cycle {c}: done")
+    return CycleResult(checkpoint=ckpt, history=history, teacher_calls=calls)

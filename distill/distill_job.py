@@ -1,0 +1,133 @@
+"""The whole distillation run from one config: pretrain (cached), validation and test tournaments,
+the ``pad`` and ``default`` presets' cycles side by side, and the evaluation table + report.
+
+``jobs/distill.py`` (run) and ``jobs/evaluate.py`` (evaluate finished checkpoints) are thin
+wrappers around this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill import storage
+from distill.cycles import CycleConfig, run_cycles
+from distill.judges.config import JudgeConfig, TextOracleConfig
+from distill.pretrain import PretrainConfig
+from distill.student import StudentConfig
+from distill.tournament import JudgePoolConfig, TournamentConfig
+from distill.train import TrainConfig
+from distill.world import WorldConfig
+
+PresetName = Literal["pad", "default"]
+
+
+def pad_preset() -> CycleConfig:
+    """PAD's recipe: BT on raw cosine differences, image tower, PAD's bins, new rankings only, lr x 0.95^cycle."""
+    return CycleConfig(cycles=3, matches_per_cycle=256, replay=False, lr_decay=0.95, train_towers="image",
+                       train=TrainConfig(loss="bt", init_scale=1.0, learn_scale=False, lr=1e-4, epochs=2, grad_clip=1.0))
+
+
+def default_preset() -> CycleConfig:
+    """Ours: a quarter of PAD's teacher calls; listwise KL to the teacher's soft scores with a learnt
+    temperature, every judgement replayed each cycle."""
+    return CycleConfig(cycles=3, matches_per_cycle=64, replay=True, lr_decay=1.0, train_towers="image",
+                       train=TrainConfig(loss="listwise_kl", init_scale=20.0, learn_scale=True, lr=1e-4, epochs=4,
+                                         batch_size=16, grad_clip=1.0))
+
+
+PRESETS = {"pad": pad_preset, "default": default_preset}
+
+
+class EvalConfig(BaseModel):
+    """Held-out personas x held-out catalog (test) and the validation set the cycles report on."""
+
+    model_config = ConfigDict(extra="forbid")
+    test_personas: int | None = Field(24, ge=1, description="test personas evaluated (seeded sample); empty = all")
+    test_max_candidates: int | None = Field(None, ge=2, description="test catalog subsample; empty = the whole test catalog")
+    val_personas: int | None = Field(16, ge=1, description="validation personas for the per-cycle learning curve")
+    val_max_candidates: int | None = Field(1024, ge=2, description="validation catalog subsample")
+    tournament: TournamentConfig = Field(default_factory=TournamentConfig, description="the knockout that labels eval winners")
+
+
+class DistillJobConfig(BaseModel):
+    """jobs/distill.py: caption-pretrained student -> PAD preset and our default, evaluated side by side."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
+    output: str | None = Field(None, description="run output URI; empty = $PERSONA_DISTILL_HOME/runs/distill-<config hash> (rerun resumes)")
+    start_checkpoint: str | None = Field(None, description="student checkpoint to distil from; empty = caption-pretrain one (cached)")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="used when start_checkpoint is empty")
+    judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="the teacher, selected by `kind`")
+    pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig, description="the judge actor pool")
+    presets: list[PresetName] = Field(["pad", "default"], description="which recipes run (side by side)")
+    pad: CycleConfig = Field(default_factory=pad_preset, description="the `pad` preset")
+    default: CycleConfig = Field(default_factory=default_preset, description="our `default` preset")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    progress: bool = Field(True, description="print progress")
+
+    def output_uri(self) -> str:
+        if self.output:
+            return self.output
+        from distill.world.build import home
+
+        settings = self.model_dump(mode="json", exclude={"output", "progress"})
+        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
+        return storage.join(home(), "runs", f"distill-{digest}")
+
+
+def resolve_root(cfg: DistillJobConfig) -> tuple[str, bool]:
+    if cfg.root:
+        return cfg.root, False
+    from distill.world import ensure_world
+
+    return ensure_world(cfg.world), True
+
+
+def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:
+    """The start checkpoint: given, or caption-pretrained once under the run output."""
+    if cfg.start_checkpoint:
+        return cfg.start_checkpoint
+    from distill.pretrain import caption_pretrain
+    from distill.student import STUDENT_JSON
+
+    out = storage.join(cfg.output_uri(), "pretrained")
+    if not storage.exists(storage.join(out, "pretrain_report.json")) or not storage.exists(storage.join(out, STUDENT_JSON)):
+        caption_pretrain(cfg.pretrain, root, out, progress=cfg.progress)
+    return out
+
+
+def run(cfg: DistillJobConfig) -> dict:
+    from distill.evaluate import (build_eval_set, evaluate_scores, evaluate_student, format_table, plot_report,
+                                  teacher_ceiling_scores)
+
+    root, demo = resolve_root(cfg)
+    out = cfg.output_uri()
+    start = ensure_pretrained(cfg, root)
+    ev = cfg.eval
+    val = build_eval_set(root, "val", "val", ev.val_personas, ev.val_max_candidates, cfg.judge, cfg.pool,
+                         ev.tournament, storage.join(out, "eval", "val-tournaments"), demo, progress=cfg.progress)
+    results = {}
+    for name in cfg.presets:
+        preset: CycleConfig = getattr(cfg, name)
+        results[name] = run_cycles(preset, root, start, storage.join(out, "presets", name), cfg.judge, cfg.pool,
+                                   val=val, progress=cfg.progress, label=name)
+    test = build_eval_set(root, "test", "test", ev.test_personas, ev.test_max_candidates, cfg.judge, cfg.pool,
+                          ev.tournament, storage.join(out, "eval", "test-tournaments"), demo, progress=cfg.progress)
+    rows = [evaluate_student("caption-pretrained", start, test) | {"teacher_calls": 0}]
+    ceiling = evaluate_scores("teacher ceiling (titles)", teacher_ceiling_scores(test), test)
+    rows.append(ceiling | {"teacher_calls": 0})
+    for name, res in results.items():
+        rows.append(evaluate_student(name, res.checkpoint, test) | {"teacher_calls": res.teacher_calls})
+    curves = {name: [h["val"]["mpr"] for h in res.history if h.get("val")] for name, res in results.items()}
+    plots = plot_report(rows, curves, storage.join(out, "eval"))
+    report = {"rows": rows, "curves": curves, "plots": plots, "start_checkpoint": start,
+              "checkpoints": {n: r.checkpoint for n, r in results.items()},
+              "eval_teacher_calls": {"test": test.teacher_calls, "val": val.teacher_calls},
+              "table": format_table(rows), "output": out}
+    storage.write_json_atomic(report, storage.join(out, "eval", "report.json"))
+    return report

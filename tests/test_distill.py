@@ -1,0 +1,40 @@
+"""Distillation cycles on a small demo world: judge, train, and validation MPR rises; reruns reuse judgements."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill import storage
+from distill.cycles import CycleConfig, run_cycles
+from distill.evaluate import build_eval_set
+from distill.judges.config import TextOracleConfig
+from distill.student import StudentConfig, build_student
+from distill.tournament import JudgePoolConfig, TournamentConfig
+from distill.train import TrainConfig
+from distill.world import WorldConfig, ensure_world
+
+
+@pytest.mark.slow
+def test_cycle_raises_validation_mpr_and_reruns_free(ray_local, tmp_path):
+    import torch
+
+    root = ensure_world(WorldConfig(name="distill-test", n_products=1200, n_personas=300, image_size=64,
+                                    parts_per_split=1), progress=False)
+    torch.manual_seed(0)
+    start = build_student(StudentConfig())  # untrained image tower, frozen MiniLM text tower
+    start_uri = str(tmp_path / "start")
+    start.save(start_uri)
+    judge, pool = TextOracleConfig(), JudgePoolConfig(min_actors=1, max_actors=1)
+    val = build_eval_set(root, "val", "val", 12, None, judge, pool, TournamentConfig(k=5),
+                         str(tmp_path / "val"), demo=True, progress=False)
+    cfg = CycleConfig(cycles=1, matches_per_cycle=192, train_catalog_max_items=None,
+                      train=TrainConfig(num_workers=1, epochs=6, batch_size=32, lr=1e-3, seed=0))
+    out = str(tmp_path / "run")
+    res = run_cycles(cfg, root, start_uri, out, judge, pool, val=val, progress=False)
+    before, after = res.history[0]["val"]["mpr"], res.history[-1]["val"]["mpr"]
+    assert after > before + 0.08, (before, after)
+    assert res.teacher_calls == 192
+    # a rerun finds the finished cycle: no teacher call, no training
+    again = run_cycles(cfg, root, start_uri, out, judge, pool, val=val, progress=False)
+    assert again.checkpoint == res.checkpoint and again.teacher_calls == 192
+    assert storage.exists(storage.join(out, "cycle-001", "judge"))
