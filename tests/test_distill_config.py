@@ -1,0 +1,26 @@
+"""Distillation job configs: presets, budgets, overrides and the config reference."""
+
+from __future__ import annotations
+
+from distill.config import build_config, config_reference
+from distill.distill_job import DistillJobConfig, default_preset, pad_preset
+
+
+def test_presets_pad_recipe_and_quarter_budget():
+    pad, ours = pad_preset(), default_preset()
+    assert pad.train.loss == "bt" and pad.train.init_scale == 1.0 and not pad.train.learn_scale
+    assert pad.sampler.edges == [0.0, 0.7, 0.9, 0.95, 1.0] and pad.sampler.draws == [1, 1, 1, 2]
+    assert pad.lr_decay == 0.95 and pad.train_towers == "image" and pad.train.grad_clip == 1.0
+    budget = lambda c: c.cycles * c.matches_per_cycle * 1  # one teacher call per k-way match  # noqa: E731
+    assert budget(ours) * 4 <= budget(pad)
+    assert ours.train.loss == "listwise_kl" and ours.train.learn_scale
+
+
+def test_overrides_and_reference():
+    cfg = build_config(DistillJobConfig, "presets: [default]\n", ["default.cycles=5", "default.train.num_workers=4",
+                                                                   "default.train.use_gpu=true"])
+    assert cfg.presets == ["default"] and cfg.default.cycles == 5 and cfg.default.train.use_gpu
+    assert cfg.pad.cycles == 3  # untouched preset keeps its defaults
+    ref = config_reference(DistillJobConfig)
+    assert "`default.train.loss`" in ref and "`pad.sampler.edges`" in ref
+    assert cfg.output_uri() != build_config(DistillJobConfig, None, []).output_uri()
