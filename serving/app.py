@@ -18,7 +18,7 @@ An index version swap is a config change (``index_version``): Serve rolls the sh
 and ingress replicas over to the new version, starting new replicas before stopping old ones.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: FastAPI must see real types on the ingress methods
 
 import asyncio
 import logging
