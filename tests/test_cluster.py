@@ -418,18 +418,20 @@ def test_serve_deployments_fit_the_rayservice_cluster() -> None:
     args = getattr(module, "SearchAppArgs").model_validate(app["args"])
     n_shards = yaml.safe_load((REPO / "configs" / "cluster" / "index-gpu.yaml").read_text())["index"]["n_shards"]
     types = _types(RAYSERVICE)
-    deployments = {name: d for name, d in vars(module).items() if isinstance(d, serve.Deployment)}
-    assert deployments, f"{module_name} defines no Serve deployments"
+    # role -> (deployment class in the module, replica copies at max autoscaling)
+    roles = {"ingress": ("SearchIngress", args.ingress_autoscaling.max_replicas),
+             "encoder": ("QueryEncoder", args.encoder_autoscaling.max_replicas),
+             "shard": ("ShardSearcher", args.shard_autoscaling.max_replicas * n_shards)}
     cpus_at_max = 0.0
-    for name, dep in deployments.items():
-        opts = dict(dep.ray_actor_options or {})
-        gpus = args.encoder_gpus if "Encoder" in name else opts.get("num_gpus", 0)
-        request = V.demand(opts.get("num_cpus", 1), gpus)
-        assert V.placements(request, types), f"deployment {name} ({request}) fits no group of the RayService"
-        scaling = args.shard_autoscaling if "Shard" in name else (
-            args.encoder_autoscaling if "Encoder" in name else args.ingress_autoscaling)
-        copies = scaling.max_replicas * (n_shards if "Shard" in name else 1)
-        cpus_at_max += copies * opts.get("num_cpus", 1)
+    for role, (cls, copies) in roles.items():
+        deployment = getattr(module, cls)
+        assert isinstance(deployment, serve.Deployment), f"{module_name}.{cls} is not a Serve deployment"
+        opts = dict(deployment.ray_actor_options or {})
+        cpus = getattr(args, f"{role}_cpus", opts.get("num_cpus", 1))   # build_app's override, else the decorator's
+        gpus = args.encoder_gpus if role == "encoder" else opts.get("num_gpus", 0)
+        request = V.demand(cpus, gpus)
+        assert V.placements(request, types), f"{cls} replicas ({request}) fit no group of the RayService"
+        cpus_at_max += copies * cpus
     room = sum(t["resources"].get("CPU", 0) * t["max_workers"] for n, t in types.items() if n != "headgroup")
     assert cpus_at_max <= room, f"Serve at max replicas needs {cpus_at_max} CPUs, the cluster can grow to {room}"
 
