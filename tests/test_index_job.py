@@ -28,7 +28,8 @@ def _catalog(root: Path, n: int = 48) -> None:
         images.append(buf.getvalue())
     attrs = [[("image_uri", f"s3://bucket/img/{i}.png")] if i % 2 else None for i in range(n)]
     table = pa.table({"item_id": [f"p{i:03d}" for i in range(n)], "title": [f"thing {i}" for i in range(n)],
-                      "image": images, "split": ["test"] * n, "attributes": attrs})
+                      "image": images, "split": ["test"] * n,
+                      "attributes": pa.array(attrs, type=pa.map_(pa.string(), pa.string()))})
     datasets.write_catalog_part(table.slice(0, n // 2), str(root), "test-00000")
     datasets.write_catalog_part(table.slice(n // 2), str(root), "test-00001")
 
