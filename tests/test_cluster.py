@@ -66,11 +66,6 @@ def _types(doc: dict) -> dict[str, dict]:
     return V.node_types(V.cluster_spec_of(doc))
 
 
-def _containers(cluster_spec: dict) -> list[dict]:
-    groups = [cluster_spec["headGroupSpec"], *cluster_spec.get("workerGroupSpecs", [])]
-    return [c for g in groups for c in g["template"]["spec"]["containers"]]
-
-
 # ---------------------------------------------------------------------------------------------
 # the set of manifests
 
@@ -350,13 +345,19 @@ def test_stage_requests_are_found_by_shape_and_misplaced_ones_are_caught() -> No
     assert V.capacity(V.demand(4, 1), types[gpu_groups[0]]) == max_pods[gpu_groups[0]]
 
 
-def test_gpu_stage_configs_agree_with_their_engines() -> None:
-    raw = yaml.safe_load((REPO / "configs" / "cluster" / "tournament-vlm.yaml").read_text())
-    assert raw["pool"]["num_gpus"] == raw["judge"]["tensor_parallel_size"], "one engine per actor owns its GPUs"
-    group_accels = {k.split(":", 1)[1] for t in _types(RAYCLUSTER).values() for k in t["resources"] if k.startswith("accelerator_type:")}
-    assert raw["pool"]["accelerator_type"] in group_accels
-    gpu_group = next(g for g in RAYCLUSTER["spec"]["workerGroupSpecs"] if g.get("resources"))
-    assert raw["pool"]["max_actors"] <= gpu_group["maxReplicas"]
+VLM_CONFIGS = [p for p in sorted((REPO / "configs" / "cluster").glob("*.yaml"))
+               if ((yaml.safe_load(p.read_text()) or {}).get("judge") or {}).get("kind") == "vlm"]
+
+
+@pytest.mark.parametrize("path", VLM_CONFIGS, ids=lambda p: p.name)
+def test_vlm_judge_pools_agree_with_their_engines_and_the_gpu_group(path: Path) -> None:
+    raw = yaml.safe_load(path.read_text())
+    judge, pool = raw["judge"], raw["pool"]
+    assert pool["num_gpus"] == judge.get("tensor_parallel_size", 1), "one engine per actor owns its GPUs"
+    accels = {k.split(":", 1)[1]: n for n, t in _types(RAYCLUSTER).items() for k in t["resources"] if k.startswith("accelerator_type:")}
+    assert pool.get("accelerator_type") in accels, f"pool.accelerator_type must be one of the groups' {sorted(accels)}"
+    group = next(g for g in RAYCLUSTER["spec"]["workerGroupSpecs"] if g["groupName"] == accels[pool["accelerator_type"]])
+    assert pool["max_actors"] <= group["maxReplicas"], "more judge actors than the GPU group can ever hold"
 
 
 def test_cluster_tournament_uses_the_repo_gpu_judge() -> None:
