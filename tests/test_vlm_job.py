@@ -25,7 +25,7 @@ from PIL import Image
 
 from distill.config import build_config
 from distill.tournament.job import TournamentJobConfig
-from tests.fixtures.ray_head import local_head, ray_bin
+from tests.fixtures.ray_head import local_head, submit
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "jobs" / "tournament.py")
@@ -126,14 +126,11 @@ def test_vlm_tiny_config_through_ray_job_submit(vllm_python, tiny_vlm, tmp_path)
     env = job_env(RAY_AUTH_MODE="disabled")
     out = tmp_path / "submitted"
     with local_head(env, num_cpus=2) as address:
-        runtime_env = json.dumps({"env_vars": {"PERSONA_DISTILL_HOME": os.environ["PERSONA_DISTILL_HOME"],
-                                               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}})
-        sub = subprocess.run(
-            [ray_bin(), "job", "submit", f"--address={address}", "--working-dir", ".",
-             "--runtime-env-json", runtime_env, "--",
-             "python", "jobs/tournament.py", "--config", "configs/vlm-tiny.yaml", f"judge.model={tiny_vlm}",
-             f"pool.py_executable={vllm_python}", *ONE_ROUND, f"output={out}"],
-            cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+        runtime_env = {"env_vars": {"PERSONA_DISTILL_HOME": os.environ["PERSONA_DISTILL_HOME"],
+                                    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
+        sub = submit(address, ["python", "jobs/tournament.py", "--config", "configs/vlm-tiny.yaml",
+                               f"judge.model={tiny_vlm}", f"pool.py_executable={vllm_python}", *ONE_ROUND,
+                               f"output={out}"], env=env, cwd=REPO, runtime_env=runtime_env)
     assert sub.returncode == 0, sub.stdout[-4000:] + sub.stderr[-3000:]
     assert "succeeded" in (sub.stdout + sub.stderr).lower()
     assert "teacher calls per persona" in sub.stdout

@@ -8,7 +8,8 @@ images downscaled to the pixel budget and sent as base64 data URLs).
 Scores, in order of preference (``mode``):
 
 - ``logprobs``: ``max_tokens=1, logprobs=true, top_logprobs=N``; the label tokens'
-  log-probabilities are renormalised over exactly the k labels (``softmax(logp / T)``). That is
+  log-probabilities (the bare label tokens "A", "B", ...; " A" is another token) are
+  renormalised over exactly the k labels (``softmax(logp / T)``). That is
   the constrained distribution, the same as restricting the answer to the labels, because
   renormalising a softmax over a subset equals the softmax of that subset. On a vLLM server
   (``vllm_label_ids=true``) the label ids are looked up once with ``/tokenize`` and sent as
@@ -79,7 +80,7 @@ class APIJudgeConfig(BaseModel):
 
     # ---- scoring --------------------------------------------------------------------------------
     mode: Literal["auto", "logprobs", "answer"] = Field("auto", description="'logprobs': label log-probabilities -> distribution; 'answer': a strict single-label reply -> one-hot, other replies rejected and counted; 'auto': logprobs until the endpoint refuses them, then answer.")
-    top_logprobs: int = Field(20, ge=1, le=20, description="How many top log-probabilities to ask for (OpenAI allows at most 20).")
+    top_logprobs: int = Field(20, ge=1, le=100_000, description="How many top log-probabilities to ask for (OpenAI allows at most 20; a vLLM server up to its --max-logprobs).")
     vllm_label_ids: bool = Field(False, description="The endpoint is a vLLM server: look the label token ids up with /tokenize, and send allowed_token_ids (the answer is a label) and logprob_token_ids (every label's log-probability is returned).")
     structured_choice: bool = Field(False, description="vLLM server, answer mode: ask for structured_outputs={'choice': labels} so the reply is a label by construction.")
     label_temperature: float = Field(1.0, gt=0, description="Temperature on the label log-probabilities: scores = softmax(logp / T).")
@@ -287,7 +288,9 @@ class APIJudge(Judge):
             match = lambda tok: tok  # noqa: E731  (tokens come back as "token_id:<id>")
         else:
             keys = list(LABELS[:k])
-            match = lambda tok: tok.strip().rstrip(".")  # noqa: E731  ("A", " A" and "A." are label A)
+            # the bare label token only, as the in-process judge and the vLLM path score it; " A"
+            # is another token (another continuation), not a second spelling to add in
+            match = lambda tok: tok  # noqa: E731
         found: dict[str, list[float]] = {}
         floor = math.inf
         for e in entries:
@@ -300,10 +303,8 @@ class APIJudge(Judge):
                 found.setdefault(key, []).append(lp)
         if not found:
             return Judgement.failed(f"none of the {k} labels among the endpoint's top log-probabilities")
-        # several spellings of one label (e.g. "A" and " A") are alternatives: add their probabilities;
-        # the sampled token is listed twice (as itself and in top_logprobs), so count each value once
-        logp = np.array([np.logaddexp.reduce(sorted(set(found[key]))) if key in found else floor for key in keys],
-                        dtype=np.float64)
+        # the sampled token is listed twice (as itself and in top_logprobs): one value per label
+        logp = np.array([found[key][0] if key in found else floor for key in keys], dtype=np.float64)
         missing = sum(key not in found for key in keys)
         extras = {"labels_missing": float(missing)}
         usage = reply.get("usage") or {}
