@@ -251,6 +251,21 @@ def test_one_image_one_ray_version_one_shared_volume() -> None:
     assert len(images) == 1, f"one image for every pod, found {images}"
 
 
+@pytest.mark.parametrize(("path", "doc"), DOCS, ids=DOC_IDS)
+def test_shared_memory_holds_the_object_store(path: Path, doc: dict) -> None:
+    """Ray puts the object store (30% of the pod's memory by default) in /dev/shm; a smaller
+    /dev/shm makes Ray fall back to disk. Every pod mounts a memory emptyDir large enough."""
+    spec = V.cluster_spec_of(doc)
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        ray = pod["containers"][0]
+        shm = [volumes[m["name"]]["emptyDir"] for m in ray["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        assert shm and shm[0].get("medium") == "Memory", f"{group.get('groupName', 'head')}: no memory /dev/shm"
+        memory = V.quantity(ray["resources"]["limits"]["memory"])
+        assert V.quantity(shm[0]["sizeLimit"]) >= 0.3 * memory
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. RayJobs: entrypoints, configs and where their requests land
 
