@@ -18,7 +18,7 @@ An index version swap is a config change (``index_version``): Serve rolls the sh
 and ingress replicas over to the new version, starting new replicas before stopping old ones.
 """
 
-# no `from __future__ import annotations`: FastAPI must see real types on the ingress methods
+# (no `from __future__ import annotations`: FastAPI must see real types on the ingress methods)
 
 import asyncio
 import logging
@@ -199,6 +199,17 @@ class ShardSearcher:
         return {"shard": self.shard.shard, "version": self.shard.version, "n_items": len(self.shard)}
 
 
+def _read_image(dataset_root: str, item_id: str) -> bytes | None:
+    import pyarrow.compute as pc
+
+    from distill import datasets, storage
+    from distill.schemas import CATALOG_SCHEMA
+
+    table = storage.read_table(datasets.catalog_dir(dataset_root), columns=["image"], schema=CATALOG_SCHEMA,
+                               filter=pc.field("item_id") == item_id)
+    return table.column("image")[0].as_py() if len(table) else None
+
+
 api = FastAPI(
     title="persona-distill search",
     description="Products a persona would pick: the distilled student's text tower embeds the persona, "
@@ -267,17 +278,6 @@ class SearchIngress:
             return JSONResponse(status_code=503, content=Health(status="unavailable", index_version=self.manifest.version,
                                                                 detail={"error": repr(err)[:500]}).model_dump())
         return Health(status="ready", index_version=self.manifest.version)
-
-
-def _read_image(dataset_root: str, item_id: str) -> bytes | None:
-    import pyarrow.compute as pc
-
-    from distill import datasets, storage
-    from distill.schemas import CATALOG_SCHEMA
-
-    table = storage.read_table(datasets.catalog_dir(dataset_root), columns=["image"], schema=CATALOG_SCHEMA,
-                               filter=pc.field("item_id") == item_id)
-    return table.column("image")[0].as_py() if len(table) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)  # every item finds itself (or a twin)
     assert index.item("p001")["image_uri"] == "s3://bucket/img/1.png"
     assert index.item("p002")["image_uri"] == "/v1/items/p002/image"
+    from serving.app import _read_image  # what GET /v1/items/{id}/image serves
+
+    assert _read_image(m.dataset_root, "p002") == images[2] and _read_image(m.dataset_root, "nope") is None
 
     # a second run reuses the embeddings and the saved untrained student, and adds a version
     m2 = run_index_job(cfg.model_copy(update={"index": cfg.index.model_copy(update={"factory": "HNSW8"})}),
