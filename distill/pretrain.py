@@ -29,7 +29,7 @@ class PretrainConfig(BaseModel):
     student: StudentConfig = Field(default_factory=StudentConfig, description="the student to pretrain (its start weights)")
     split: Split = Field("train", description="catalog split whose image-title pairs are used")
     max_items: int | None = Field(4096, ge=2, description="seeded subsample of the split (pixels are cached in memory); empty = all")
-    steps: int = Field(200, ge=1, description="optimiser steps")
+    steps: int = Field(100, ge=1, description="optimiser steps")
     batch_size: int = Field(128, ge=2, description="pairs per step (in-batch negatives)")
     lr: float = Field(1e-3, gt=0, description="AdamW peak learning rate (linear warmup, cosine decay)")
     warmup_steps: int = Field(20, ge=0, description="linear warmup steps")
