@@ -167,7 +167,10 @@ def main() -> None:
     ckpt = os.path.join(workdir, "student")
     if not os.path.exists(os.path.join(ckpt, "student.json")):
         build_student(StudentConfig()).save(ckpt)
-    encoder = load_encoder(ckpt)
+    # one torch / OpenMP thread, as each Serve replica runs (torch_threads / faiss_threads = 1):
+    # on 2 shared cores more threads only oversubscribe
+    encoder = load_encoder(ckpt, torch_threads=1)
+    faiss.omp_set_num_threads(1)
     dim = encoder.dim
 
     t0 = time.perf_counter()
@@ -229,6 +232,15 @@ def main() -> None:
     inproc_qps = len(lat) / sum(lat)
     print(f"in-process (encoder + {args.shards} shards, 1 client): {inproc_qps:.1f} QPS, "
           f"p50 {pct(lat, 50) * 1000:.1f} ms, p99 {pct(lat, 99) * 1000:.1f} ms")
+    # batched, as the endpoint batches concurrent requests: the throughput ceiling
+    batch, n_batches, t0 = 16, 0, time.perf_counter()
+    while time.perf_counter() - t0 < min(args.duration, 15):
+        texts = [PERSONAS[(n_batches * batch + j) % 10] + f" (#{j})" for j in range(batch)]
+        index.search(encoder.encode_texts(texts), 10)
+        n_batches += 1
+    batched_qps = n_batches * batch / (time.perf_counter() - t0)
+    print(f"in-process, batches of {batch}: {batched_qps:.1f} QPS (the throughput ceiling)")
+    ceiling = max(inproc_qps, batched_qps)
     del index
 
     if args.skip_http:
@@ -255,7 +267,7 @@ def main() -> None:
               f"errors {fixed['errors']}/{fixed['requests']}   [target p99 <= 50 ms: "
               f"{'PASS' if fixed['p99_ms'] <= 50 and fixed['errors'] == 0 else 'FAIL'}]")
         closed = run_loadgen(url, 0, min(args.duration, 15), args.concurrency)
-        ratio = closed["achieved_qps"] / inproc_qps
+        ratio = closed["achieved_qps"] / ceiling
         print(f"HTTP closed loop, {args.concurrency} clients: {closed['achieved_qps']:.1f} QPS, "
               f"p50 {closed['p50_ms']:.1f} ms, p99 {closed['p99_ms']:.1f} ms; "
               f"{ratio:.2f}x the in-process ceiling   [target >= 0.5x: {'PASS' if ratio >= 0.5 else 'FAIL'}]")
