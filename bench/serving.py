@@ -1,6 +1,6 @@
 """Serving benchmark: index build at 1M items, ANN recall, loopback HTTP latency at fixed load.
 
-    python bench/serving.py                      # 1M items, IVF1024,Flat x2 shards, 200 QPS for 30 s
+    python bench/serving.py                      # 1M items, IVF1024,Flat (nprobe=32) x2 shards, 200 QPS for 30 s
     python bench/serving.py --n-items 100000 --duration 10     # a quicker pass
 
 Prints, from one run:
@@ -134,7 +134,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-items", type=int, default=1_000_000)
     ap.add_argument("--factory", default="IVF1024,Flat")
-    ap.add_argument("--search-params", default="nprobe=16")
+    ap.add_argument("--search-params", default="nprobe=32")
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--train-sample", type=int, default=65_536)
     ap.add_argument("--clusters", type=int, default=5_000)
@@ -170,7 +170,6 @@ def main() -> None:
     # one torch / OpenMP thread, as each Serve replica runs (torch_threads / faiss_threads = 1):
     # on 2 shared cores more threads only oversubscribe
     encoder = load_encoder(ckpt, torch_threads=1)
-    faiss.omp_set_num_threads(1)
     dim = encoder.dim
 
     t0 = time.perf_counter()
@@ -212,6 +211,21 @@ def main() -> None:
     _, pe = flat.search(pq, 10)
     _, pa_ = index.search(pq, 10)
     recall_p = float(np.mean([len(set(a) & {ids[j] for j in e}) / 10 for a, e in zip(pa_, pe)]))
+    if "IVF" in args.factory:  # the recall / speed trade-off the serve config's search_params picks from
+        sweep = []
+        for nprobe in (4, 8, 16, 32, 64, 128):
+            for sh in index.shards:
+                faiss.ParameterSpace().set_index_parameters(sh.index, f"nprobe={nprobe}")
+            t0 = time.perf_counter()
+            _, a1 = index.search(q, 10)
+            dt = (time.perf_counter() - t0) / len(q) * 1000
+            _, a2 = index.search(pq, 10)
+            r1 = np.mean([len(set(a) & {ids[j] for j in e}) / 10 for a, e in zip(a1, exact)])
+            r2 = np.mean([len(set(a) & {ids[j] for j in e}) / 10 for a, e in zip(a2, pe)])
+            sweep.append(f"nprobe={nprobe}: {r1:.3f}/{r2:.3f} ({dt:.2f} ms/q)")
+        print("recall@10 sweep (in-distribution/persona): " + ", ".join(sweep))
+        for sh in index.shards:
+            faiss.ParameterSpace().set_index_parameters(sh.index, args.search_params)
     del flat
     print(f"recall@10 (ANN vs exact): {recall:.4f} on {args.recall_queries} in-distribution queries, "
           f"{recall_p:.4f} on {len(PERSONAS)} persona queries; batch search {ann_s / len(q) * 1000:.2f} ms/query "
@@ -219,6 +233,7 @@ def main() -> None:
           f"{'PASS' if recall >= 0.95 else 'FAIL'}]")
 
     # in-process ceiling: encoder + FAISS, one persona at a time (closed loop, one client)
+    faiss.omp_set_num_threads(1)
     for i in range(10):
         index.search(encoder.encode_texts([PERSONAS[i % 10]]), 10)
     lat = []
