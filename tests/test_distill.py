@@ -15,6 +15,7 @@ from distill.world import WorldConfig, ensure_world
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # Ray Train start-up x runs, on shared 2-core machines
 def test_cycle_raises_validation_mpr_and_reruns_free(ray_local, tmp_path):
     import torch
 

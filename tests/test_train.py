@@ -29,6 +29,7 @@ def _examples(n: int = 16, k: int = 5) -> pa.Table:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # Ray Train start-up x runs, on shared 2-core machines
 def test_ddp_matches_single_worker_and_resume(ray_local, tmp_path):
     start = build_student(StudentConfig(arch="tiny-test"))
     start.save(str(tmp_path / "start"))
