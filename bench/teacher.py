@@ -8,7 +8,8 @@ Every engine runs in a Ray actor (on CPU machines in the vLLM venv, ``--py-execu
 default ``<repo>/.venv-vllm/bin/python``), one at a time, all with the same ``VLMJudgeConfig``
 apart from the setting under test. Every match has its own freshly drawn images (vLLM's
 multimodal processor caches by image content, so reused images would measure that cache), and
-every engine is warmed up on other images before it is timed. It prints:
+every engine is warmed up on other images before it is timed. Each figure is the best of
+``--repeats`` timed runs on fresh images (on a shared machine the least disturbed one). It prints:
 
 1. matches/s of the Ray Data path (a round's pass exactly as the engine runs it: the job-long
    ``JudgeHostPool`` fed batches of ``--batch-size`` matches by ``route_batch`` map tasks; the
@@ -179,14 +180,22 @@ def bench_engine(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gener
             ray.get(actor.run.remote(make_views(rng, 4, k, args.image_side, f"warm-{label}"), 4, False))
             ray.get(actor.run.remote(make_views(rng, 2, k, args.image_side, f"warmn-{label}"), 1, True))
         out = {"engine_start_s": start, "batched": {}, "naive": {}}
+
+        def best(n: int, k: int, batch: int, naive: bool, tag: str) -> dict:
+            # best of --repeats runs, each on fresh images, alternating the two code paths: on a
+            # shared machine the fastest run is the one least disturbed by other load
+            runs = [ray.get(actor.run.remote(make_views(rng, n, k, args.image_side, f"{tag}{r}-{label}"), batch, naive))
+                    for r in range(args.repeats)]
+            top = max(runs, key=lambda x: x["matches_per_s"])
+            top["all_matches_per_s"] = [x["matches_per_s"] for x in runs]
+            return top
+
         for k in KS:
-            out["batched"][k] = ray.get(actor.run.remote(
-                make_views(rng, args.matches, k, args.image_side, f"b-{label}"), args.batch_size, False))
-            print(f"  [{label}] k={k} batched: {out['batched'][k]['matches_per_s']:.2f} matches/s", flush=True)
+            out["batched"][k] = best(args.matches, k, args.batch_size, False, "b")
+            print(f"  [{label}] k={k} batched: {out['batched'][k]['all_matches_per_s']} matches/s", flush=True)
             if args.naive_matches:
-                out["naive"][k] = ray.get(actor.run.remote(
-                    make_views(rng, args.naive_matches, k, args.image_side, f"n-{label}"), 1, True))
-                print(f"  [{label}] k={k} naive:   {out['naive'][k]['matches_per_s']:.2f} matches/s", flush=True)
+                out["naive"][k] = best(args.naive_matches, k, 1, True, "n")
+                print(f"  [{label}] k={k} naive:   {out['naive'][k]['all_matches_per_s']} matches/s", flush=True)
         return out
     finally:
         ray.kill(actor)
@@ -203,7 +212,7 @@ def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gen
     from distill.tournament.worker import REQUEST_SCHEMA
 
     n = args.matches
-    ids = [f"rd-{p}-{i}-{j}" for p in range(2) for i in range(n) for j in range(k)]
+    ids = [f"rd-{p}-{i}-{j}" for p in range(1 + args.repeats) for i in range(n) for j in range(k)]
     payload = pa.table({"item_id": ids, "image": pa.array([png(rng, args.image_side) for _ in ids], pa.binary())})
     pool = JudgePoolConfig(min_actors=1, max_actors=1, batch_size=args.batch_size, py_executable=py,
                            num_gpus=1 if args.device == "gpu" else 0)
@@ -232,7 +241,9 @@ def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gen
 
     with JudgeHostPool(pool, cfg.model_dump(mode="json"), ray.put(payload), "argmax", "bench") as hosts:
         first = one_pass(hosts, 0)
-        second = one_pass(hosts, 1)
+        warm = [one_pass(hosts, p) for p in range(1, 1 + args.repeats)]
+    second = max(warm, key=lambda x: x["matches_per_s"])
+    second["all_matches_per_s"] = [x["matches_per_s"] for x in warm]
     return {"k": k, "first_pass": first, "warm_pass": second}
 
 
@@ -249,6 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--image-side", type=int, default=112, help="image side in px (the demo world's images are 112)")
     p.add_argument("--kv-cache-gib", type=float, default=1.0, help="CPU: KV cache size")
     p.add_argument("--n", type=int, default=4096, help="candidates per persona for the cost table")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (fresh images each); the best is reported")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args(argv)
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     fp, wp = ray_data["first_pass"], ray_data["warm_pass"]
     print(f"   Ray Data pass 1 (host engine start included):     {fp['matches_per_s']:7.2f} matches/s"
           f"  ({fp['matches']} matches in {fp['wall_s']:.1f} s)")
-    print(f"   Ray Data pass 2 (warm engine, as later rounds):   {wp['matches_per_s']:7.2f} matches/s"
+    print(f"   Ray Data pass, warm engine (as later rounds):     {wp['matches_per_s']:7.2f} matches/s"
           f"  ({wp['matches']} matches in {wp['wall_s']:.1f} s)")
     print(f"   batched judge calls in one actor:                  {on['batched'][5]['matches_per_s']:7.2f} matches/s")
     if on["naive"]:
