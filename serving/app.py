@@ -21,7 +21,6 @@ and ingress replicas over to the new version, starting new replicas before stopp
 # (no `from __future__ import annotations`: FastAPI must see real types on the ingress methods)
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -43,7 +42,6 @@ from serving.index import (
     shard_of,
 )
 
-log = logging.getLogger("ray.serve")
 
 MAX_K = 1000
 MAX_PERSONA_CHARS = 2000

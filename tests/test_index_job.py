@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distill import datasets, storage
+from distill import datasets
 
 REPO = Path(__file__).resolve().parents[1]
 

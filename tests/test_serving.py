@@ -4,7 +4,6 @@ on 127.0.0.1 against a tiny index (same top-k as exact in-process search, 4xx, O
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
