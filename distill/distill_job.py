@@ -63,7 +63,8 @@ class DistillJobConfig(BaseModel):
     start_checkpoint: str | None = Field(None, description="student checkpoint to distil from; empty = caption-pretrain one (cached)")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="used when start_checkpoint is empty")
     judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="the teacher, selected by `kind`")
-    pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig, description="the judge actor pool")
+    pool: JudgePoolConfig = Field(default_factory=lambda: JudgePoolConfig(min_actors=1, max_actors=1),
+                                  description="the judge actor pool (one text-oracle actor is plenty on 2 cores)")
     presets: list[PresetName] = Field(["pad", "default"], description="which recipes run (side by side)")
     pad: CycleConfig = Field(default_factory=pad_preset, description="the `pad` preset")
     default: CycleConfig = Field(default_factory=default_preset, description="our `default` preset")
