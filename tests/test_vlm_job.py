@@ -77,12 +77,12 @@ def test_vlm_configs_validate(name):
         cfg = build_config(TournamentJobConfig, text, ["judge.model=/models/tiny", "pool.py_executable=/v/bin/python"])
         assert cfg.judge.enforce_eager and cfg.judge.dtype == "bfloat16" and cfg.pool.num_gpus == 0
         assert cfg.tournament.k == cfg.data.max_candidates == 8  # one round per persona
-        assert cfg.pool.map_batches_kwargs()["runtime_env"] == {"py_executable": "/v/bin/python"}
+        assert cfg.pool.actor_options()["runtime_env"] == {"py_executable": "/v/bin/python"}
     else:
         cfg = build_config(TournamentJobConfig, text)
         assert cfg.judge.kind == "vlm" and cfg.judge.dtype == "bfloat16"
         assert cfg.pool.num_gpus == cfg.judge.tensor_parallel_size == 1
-        kw = cfg.pool.map_batches_kwargs()
+        kw = cfg.pool.actor_options()
         assert kw["num_gpus"] == 1 and kw["accelerator_type"] == "H100"
         assert cfg.judge.max_k >= cfg.tournament.k
         assert cfg.judge.engine_args()["limit_mm_per_prompt"] == {"image": cfg.judge.max_k, "video": 0}
