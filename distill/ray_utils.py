@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import ray
@@ -19,6 +20,11 @@ def init_ray(num_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
+    # Ray copies the driver script's directory onto its workers' sys.path; for `python jobs/x.py`
+    # that is jobs/, where jobs/distill.py would shadow the `distill` package in every actor.
+    # The driver has already imported what it needs, and workers get the repo root instead.
+    jobs_dir = os.path.join(REPO_ROOT, "jobs")
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != jobs_dir]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS")
     if address:

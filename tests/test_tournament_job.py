@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ import pytest
 from distill import storage
 from distill.config import build_config
 from distill.tournament.job import TournamentJobConfig
+from tests.fixtures.ray_head import local_head, submit
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "jobs" / "tournament.py")
@@ -94,48 +93,18 @@ def test_killed_mid_round_then_rerun_judges_every_match_exactly_once(tmp_path) -
     assert not (out / "staging").exists() or not any((out / "staging").rglob("*.parquet"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ray_job_submit_against_a_local_head(tmp_path) -> None:
     """The cluster path minus Kubernetes: `ray start --head`, then `ray job submit --working-dir .`."""
-    ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    port, dash = _free_port(), _free_port()
     env = job_env(RAY_AUTH_MODE="disabled")
-    # --block keeps the head's processes in one process group we own, so the test stops exactly
-    # this head (`ray stop` would stop every Ray on the machine, other tests' included).
-    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--include-dashboard=true",
-                             "--num-cpus=2", "--disable-usage-stats"],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            probe = subprocess.run([ray_bin, "job", "list", f"--address=http://127.0.0.1:{dash}"],
-                                   capture_output=True, env=env)
-            if probe.returncode == 0:
-                break
-            time.sleep(2)
-        else:
-            pytest.fail("the Ray head did not come up")
-        out = tmp_path / "submitted"
-        runtime_env = json.dumps({"env_vars": {"PERSONA_DISTILL_HOME": os.environ["PERSONA_DISTILL_HOME"],
-                                               "HF_HUB_OFFLINE": "1"}})
-        sub = subprocess.run(
-            [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", ".",
-             "--runtime-env-json", runtime_env, "--",
-             "python", "jobs/tournament.py", f"output={out}", *SMALL],
-            cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
-        assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
-        assert "succeeded" in (sub.stdout + sub.stderr).lower()
-        assert "mean true percentile" in sub.stdout
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["tournaments"] == 2 and summary["matches"] == 2 * 38
-        assert storage.exists(str(out / "tournaments.parquet"))
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        head.wait(timeout=60)
+    out = tmp_path / "submitted"
+    runtime_env = {"env_vars": {"PERSONA_DISTILL_HOME": os.environ["PERSONA_DISTILL_HOME"], "HF_HUB_OFFLINE": "1"}}
+    with local_head(env) as address:
+        sub = submit(address, ["python", "jobs/tournament.py", f"output={out}", *SMALL], env=env, cwd=REPO,
+                     runtime_env=runtime_env)
+    assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
+    assert "succeeded" in (sub.stdout + sub.stderr).lower()
+    assert "mean true percentile" in sub.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tournaments"] == 2 and summary["matches"] == 2 * 38
+    assert storage.exists(str(out / "tournaments.parquet"))

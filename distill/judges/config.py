@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.judges.base import Judge
+from distill.judges.api import APIJudgeConfig
 from distill.judges.vlm import VLMJudgeConfig  # imports no vLLM: the driver only validates it
 
 
@@ -57,5 +58,5 @@ class PluginJudgeConfig(BaseModel):
         return cls(**self.options)
 
 
-JudgeConfig = Annotated[Union[TextOracleConfig, VLMJudgeConfig, RandomJudgeConfig, PluginJudgeConfig],
+JudgeConfig = Annotated[Union[TextOracleConfig, VLMJudgeConfig, APIJudgeConfig, RandomJudgeConfig, PluginJudgeConfig],
                         Field(discriminator="kind")]
