@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distill import storage
 from distill.cycles import CycleConfig, run_cycles
@@ -42,6 +42,13 @@ def default_preset() -> CycleConfig:
 PRESETS = {"pad": pad_preset, "default": default_preset}
 
 
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 class EvalConfig(BaseModel):
     """Held-out personas x held-out catalog (test) and the validation set the cycles report on."""
 
@@ -70,6 +77,16 @@ class DistillJobConfig(BaseModel):
     default: CycleConfig = Field(default_factory=default_preset, description="our `default` preset")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     progress: bool = Field(True, description="print progress")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _presets_are_the_base(cls, data):
+        """``pad.cycles=5`` changes one field of the PAD preset; the rest stays PAD's (not CycleConfig's defaults)."""
+        if isinstance(data, dict):
+            for name, preset in PRESETS.items():
+                if isinstance(data.get(name), dict):
+                    data = {**data, name: _deep_merge(preset().model_dump(), data[name])}
+        return data
 
     def output_uri(self) -> str:
         if self.output:

@@ -21,6 +21,11 @@ def test_overrides_and_reference():
                                                                    "default.train.use_gpu=true"])
     assert cfg.presets == ["default"] and cfg.default.cycles == 5 and cfg.default.train.use_gpu
     assert cfg.pad.cycles == 3  # untouched preset keeps its defaults
+    assert cfg.default.train.loss == "listwise_kl"
+    assert cfg.default.matches_per_cycle == default_preset().matches_per_cycle  # override merged onto the preset
+    pad = build_config(DistillJobConfig, None, ["pad.cycles=2", "pad.train.lr=0.001"]).pad
+    assert pad.cycles == 2 and pad.train.lr == 0.001
+    assert pad.train.loss == "bt" and not pad.replay and pad.lr_decay == 0.95 and pad.train.init_scale == 1.0
     ref = config_reference(DistillJobConfig)
     assert "`default.train.loss`" in ref and "`pad.sampler.edges`" in ref
     assert cfg.output_uri() != build_config(DistillJobConfig, None, []).output_uri()
