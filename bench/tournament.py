@@ -19,7 +19,9 @@ demo world is cached, by ``ensure_world``, under ``$PERSONA_DISTILL_HOME``.
    - steady state: (matches of round 0 - 1) / (round 0's pass - the pass of a 1-match run).
      The 1-match run (one persona, k candidates, same judge and pool; the faster of one run
      before and one after) pays the fixed cost round 0 also pays: starting the judge actor(s)
-     and one Ray Data pass. What is left is the marginal cost of a match once all is up.
+     and one Ray Data pass. What is left is the marginal cost of a match once all is up; for
+     the oracle it still includes encoding every title once (cached in the actor afterwards),
+     so later rounds run faster per match (see the round passes printed under the table).
    - later pass: the smallest round's pass (the finals, one match per persona, warm judges):
      the fixed cost each further round adds.
 2. Teacher calls per persona for N candidates (default 4,096) at each k: the formula
