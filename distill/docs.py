@@ -25,6 +25,10 @@ JOB_CONFIGS: dict[str, str] = {
     "jobs/world.py": "WorldJobConfig",
     "jobs/ingest.py": "IngestConfig",
     "jobs/tournament.py": "TournamentJobConfig",
+    "jobs/pretrain.py": "PretrainJobConfig",
+    "jobs/distill.py": "DistillJobConfig",
+    "jobs/evaluate.py": "EvaluateJobConfig",
+    "jobs/index.py": "IndexJobConfig",
 }
 
 

@@ -69,7 +69,8 @@ class JudgeHostPool:
         self._args = dict(judge_config=judge_config, payload=[payload_ref], winner_rule=winner_rule,
                           attempt_id=attempt_id)
         self._cls = ray.remote(JudgeWorker).options(**cfg.actor_options())
-        self.hosts: list[Any] = []
+        self.hosts: list[Any] = []  # ready to judge
+        self._pending: dict[Any, Any] = {}  # ready() ref -> host still starting
 
     def __enter__(self) -> "JudgeHostPool":
         return self
@@ -78,13 +79,27 @@ class JudgeHostPool:
         self.shutdown()
 
     def for_round(self, n_batches: int) -> list[Any]:
-        """Grow the pool for a round of ``n_batches`` and return the hosts it should use."""
+        """Grow the pool for a round of ``n_batches`` and return the hosts that are up.
+
+        Requested hosts that cannot be placed yet (no free GPU until the autoscaler adds a
+        node, or a small machine already full) are not waited for: the round runs on the
+        hosts that are ready, at least one, and later rounds pick the others up.
+        """
         want = min(self.cfg.max_actors, max(self.cfg.min_actors, math.ceil(n_batches / self.cfg.batches_per_actor)))
-        while len(self.hosts) < want:
-            self.hosts.append(self._cls.remote(**self._args))
+        while len(self.hosts) + len(self._pending) < want:
+            host = self._cls.remote(**self._args)
+            self._pending[host.ready.remote()] = host
+        if self._pending:
+            refs = list(self._pending)
+            if not self.hosts:  # block for the first host only
+                ray.wait(refs, num_returns=1)
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                ray.get(ref)  # surfaces a judge that failed to build, with its error
+                self.hosts.append(self._pending.pop(ref))
         return self.hosts[:max(1, min(len(self.hosts), n_batches))]
 
     def shutdown(self) -> None:
-        for host in self.hosts:
+        for host in self.hosts + list(self._pending.values()):
             ray.kill(host)
-        self.hosts = []
+        self.hosts, self._pending = [], {}

@@ -81,6 +81,10 @@ class JudgeWorker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.judge_batch(batch)
 
+    def ready(self) -> str:
+        """Answers once the judge is built: the pool routes only to hosts that answered."""
+        return self.judge.judge_id
+
     def judge_batch(self, batch: pa.Table) -> pa.Table:
         """Judge every view of every match in ``batch``; one MATCH_SCHEMA row per match."""
         rows = batch.to_pylist()
