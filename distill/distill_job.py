@@ -17,7 +17,6 @@ from distill import storage
 from distill.cycles import CycleConfig, run_cycles
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.pretrain import PretrainConfig
-from distill.student import StudentConfig
 from distill.tournament import JudgePoolConfig, TournamentConfig
 from distill.train import TrainConfig
 from distill.world import WorldConfig

@@ -27,3 +27,31 @@ def ray_local():
     init_ray()
     yield ray
     ray.shutdown()
+
+
+VLLM_VENV = Path(os.environ.get("VLLM_VENV") or REPO / ".venv-vllm")
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> Path:
+    """The vLLM venv's interpreter (``make test`` builds it); in CI its absence is a failure."""
+    python = VLLM_VENV / "bin" / "python"
+    if not python.exists():
+        msg = f"no vLLM venv at {VLLM_VENV} (create it with: bash scripts/make_vllm_env.sh)"
+        if IN_CI:
+            pytest.fail(msg + "; CI must run the VLM tests")
+        pytest.skip(msg)
+    return python
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm(vllm_python, tmp_path_factory) -> str:
+    """A tiny random-weight Qwen2-VL built once per session with the vLLM venv's transformers."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("tiny-qwen2-vl")
+    subprocess.run([str(vllm_python), str(REPO / "tests" / "fixtures" / "tiny_vlm.py"), str(out)],
+                   check=True, capture_output=True, timeout=300)
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    return str(out)

@@ -28,12 +28,11 @@ from PIL import Image
 
 from distill.judges.api import APIJudge, APIJudgeConfig
 from distill.judges.base import Candidate, MatchView
+from tests.conftest import IN_CI, VLLM_VENV
 from tests.fixtures.ray_head import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = Path(os.environ.get("VLLM_VENV") or REPO / ".venv-vllm")
-VENV_BIN = VENV / "bin"
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+VENV_BIN = VLLM_VENV / "bin"
 SECRET = "sk-test-0123456789-never-logged"
 
 
@@ -267,7 +266,7 @@ def test_config_fields_document_themselves():
 @pytest.fixture(scope="module")
 def vllm_bin() -> Path:
     if not (VENV_BIN / "python").exists():
-        msg = f"no vLLM venv at {VENV} (create it with: bash scripts/make_vllm_env.sh)"
+        msg = f"no vLLM venv at {VLLM_VENV} (create it with: bash scripts/make_vllm_env.sh)"
         if IN_CI:
             pytest.fail(msg + "; CI must run the API judge tests")
         pytest.skip(msg)

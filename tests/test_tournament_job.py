@@ -16,20 +16,11 @@ import pytest
 from distill import storage
 from distill.config import build_config
 from distill.tournament.job import TournamentJobConfig
-from tests.fixtures.ray_head import local_head, submit
+from tests.fixtures.ray_head import job_env, local_head, submit
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "jobs" / "tournament.py")
 SMALL = ["data.max_personas=2", "data.max_candidates=150", "tournament.k=5", "pool.batch_size=8"]
-
-
-def job_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    # as with an activated venv: `python` in a job entrypoint is this interpreter
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(extra)
-    return env
 
 
 def read_matches(out: Path):

@@ -25,23 +25,12 @@ from PIL import Image
 
 from distill.config import build_config
 from distill.tournament.job import TournamentJobConfig
-from tests.fixtures.ray_head import local_head, submit
+from tests.fixtures.ray_head import job_env, local_head, submit
 
 REPO = Path(__file__).resolve().parents[1]
 JOB = str(REPO / "jobs" / "tournament.py")
 TINY_CONFIG = REPO / "configs" / "vlm-tiny.yaml"
-VENV = Path(os.environ.get("VLLM_VENV") or REPO / ".venv-vllm")
-VENV_PY = VENV / "bin" / "python"
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 ONE_ROUND = ["data.max_personas=2", "data.max_candidates=8", "tournament.k=8"]
-
-
-def job_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(extra)
-    return env
 
 
 def check_one_round_run(out: Path, k: int = 8, personas: int = 2) -> dict:
@@ -89,24 +78,6 @@ def test_vlm_configs_validate(name):
 
 
 # ---- the real engine -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if not VENV_PY.exists():
-        msg = f"no vLLM venv at {VENV} (create it with: bash scripts/make_vllm_env.sh)"
-        if IN_CI:
-            pytest.fail(msg + "; CI must run the VLM job tests")
-        pytest.skip(msg)
-    return VENV_PY
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(vllm_python, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    subprocess.run([str(vllm_python), str(REPO / "tests" / "fixtures" / "tiny_vlm.py"), str(out)],
-                   check=True, capture_output=True, timeout=300)
-    return str(out)
-
 
 @pytest.mark.slow
 def test_vlm_tiny_config_end_to_end(vllm_python, tiny_vlm, tmp_path):

@@ -9,8 +9,6 @@ The first tests need no engine: prompt template, image budget, config -> engine/
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,9 +20,7 @@ from distill.judges.base import Candidate, MatchView
 from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig, prepare_image, ViewError
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = Path(os.environ.get("VLLM_VENV") or REPO / ".venv-vllm")
-VENV_PY = VENV / "bin" / "python"
-IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+from tests.conftest import VLLM_VENV as VENV
 
 
 def _png(rng: np.random.Generator, w: int = 150, h: int = 110, mode: str = "RGB") -> bytes:
@@ -89,25 +85,6 @@ def test_config_engine_args():
 
 
 # ---- the real engine in a Ray actor in the vLLM venv ------------------------------------------------
-
-@pytest.fixture(scope="module")
-def vllm_python() -> Path:
-    if not VENV_PY.exists():
-        msg = f"no vLLM venv at {VENV} (create it with: bash scripts/make_vllm_env.sh)"
-        if IN_CI:
-            pytest.fail(msg + "; CI must run the VLM judge tests")
-        pytest.skip(msg)
-    return VENV_PY
-
-
-@pytest.fixture(scope="module")
-def tiny_vlm(vllm_python, tmp_path_factory) -> str:
-    out = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    subprocess.run([str(vllm_python), str(REPO / "tests" / "fixtures" / "tiny_vlm.py"), str(out)],
-                   check=True, capture_output=True, timeout=300)
-    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
-    return str(out)
-
 
 class _JudgeHost:
     """A minimal judge actor (the tournament engine has its own): builds the judge once."""
