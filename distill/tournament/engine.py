@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections import defaultdict
@@ -30,7 +31,6 @@ from distill.seeding import seed_for
 from distill.tournament import bracket
 from distill.tournament.store import RoundStore, SURVIVOR_SCHEMA
 from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig, route_batch
-from distill.tournament.worker import REQUEST_SCHEMA
 
 
 class TournamentConfig(BaseModel):
@@ -120,12 +120,12 @@ def _judge_round(requests: list[dict], hosts: JudgeHostPool, pool: JudgePoolConf
     """One Ray Data pass over the round's open matches, judged by the job's host pool."""
     import ray.data
 
-    table = pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)
     # One block per batch, so batches flow to the hosts in parallel as the pass streams.
-    step = max(1, pool.batch_size)
-    blocks = [table.slice(i, step) for i in range(0, table.num_rows, step)]
-    handles = hosts.for_round(len(blocks))
-    ds = ray.data.from_arrow(blocks).map_batches(
+    # from_items builds the blocks in the driver: from_arrow would run a metadata task per block
+    # that needs a CPU, and the judge actors may hold every CPU of a small machine (deadlock).
+    n_blocks = math.ceil(len(requests) / max(1, pool.batch_size))
+    handles = hosts.for_round(n_blocks)
+    ds = ray.data.from_items(requests, override_num_blocks=n_blocks).map_batches(
         route_batch, fn_kwargs={"hosts": handles}, batch_size=None, batch_format="pyarrow",
         num_cpus=0, concurrency=2 * len(handles))
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

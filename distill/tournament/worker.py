@@ -19,13 +19,6 @@ from distill.judges.config import JudgeConfig
 from distill.schemas import MATCH_SCHEMA
 from distill.seeding import rng_for, seed_for
 
-# Columns of a match *request* (a row the driver plans); the worker adds the judgement.
-REQUEST_SCHEMA = pa.schema(
-    [MATCH_SCHEMA.field(n) for n in ("match_key", "tournament_id", "persona_id")]
-    + [pa.field("persona_text", pa.string(), nullable=False)]
-    + [MATCH_SCHEMA.field(n) for n in ("round", "match_index", "candidate_ids", "view_orders")]
-)
-
 
 def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements: list[Judgement],
                     winner_rule: str) -> tuple[np.ndarray | None, int, str | None]:
