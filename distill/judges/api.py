@@ -57,8 +57,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.judges.base import Judge, Judgement, MatchView, softmax
-from distill.judges.vlm import LABELS, PromptTemplate, ViewError, prepare_image
+from distill.judges.base import Judgement, MatchView, softmax
+from distill.judges.vlm import LABELS, ImagePromptJudge, ViewError
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,16 @@ def _logprobs_refused(err: EndpointError) -> bool:
     return err.status == 400 and "logprob" in err.body.lower()
 
 
-class APIJudge(Judge):
+class APIJudge(ImagePromptJudge):
     """Scores k-way match views with one chat completion each on an OpenAI-compatible endpoint."""
 
-    payload_columns = ("image",)
+    config_class = APIJudgeConfig
+    kind = "api"
 
     def __init__(self, config: APIJudgeConfig | dict[str, Any] | None = None, **fields: Any):
         """``APIJudge(config)`` or ``APIJudge(**config_fields)`` (the ``plugin`` judge kind)."""
-        if config is None:
-            config = APIJudgeConfig(**fields)
-        elif isinstance(config, dict):
-            config = APIJudgeConfig(**config, **fields)
-        elif fields:
-            raise TypeError("pass either an APIJudgeConfig or its fields, not both")
-        self.config = config
-        self.template = PromptTemplate.load(config.prompt_version)
-        self._max_pixels = config.image_max_pixels or config.image_max_side ** 2
+        self._init_common(config, fields)
+        config = self.config
         self._mode = "logprobs" if config.mode in ("auto", "logprobs") else "answer"
         self._label_ids: list[int] | None = None
         self._lock = threading.Lock()
@@ -141,15 +135,8 @@ class APIJudge(Judge):
         self.stats = {"requests": 0, "retries": 0, "rejected_answers": 0, "failed_views": 0, "labels_missing": 0}
 
     # ---- identity -------------------------------------------------------------------------------
-    @property
-    def judge_id(self) -> str:
-        c = self.config
-        return (f"api/{c.model}/mode={c.mode}/prompt={self.template.name}/T={c.label_temperature:g}"
-                f"/side={c.image_max_side}/px={self._max_pixels}")
-
-    @property
-    def prompt_version(self) -> str:
-        return self.template.name
+    def _setting(self) -> str:
+        return f"mode={self.config.mode}"
 
     @property
     def active_mode(self) -> str:
@@ -241,11 +228,7 @@ class APIJudge(Judge):
     def messages(self, view: MatchView) -> list[dict[str, Any]]:
         """One user turn: persona + instruction, then "Image A:" + image, ..., then the question."""
         k = view.k
-        if not 2 <= k <= self.config.max_k:
-            raise ViewError(f"match has {k} candidates; this judge takes 2..{self.config.max_k}")
-        c = self.config
-        images = [prepare_image(cand.image, cand.item_id, c.image_max_side, self._max_pixels)
-                  for cand in view.candidates]
+        images = self.view_images(view)
         prefix, lines, suffix = self.template.text_parts(view.persona_text, k)
         content: list[dict[str, Any]] = [{"type": "text", "text": prefix}]
         for line, image in zip(lines, images):

@@ -176,10 +176,53 @@ def prepare_image(data: bytes | None, item_id: str, max_side: int, max_pixels: i
     return rgb
 
 
-class VLMJudge(Judge):
-    """Scores k-way match views with one constrained token of a VLM served by ``vllm.LLM``."""
+class ImagePromptJudge(Judge):
+    """What the VLM and the API judge share: a config given whole or as fields (the ``plugin``
+    kind passes fields), the versioned prompt, the per-image pixel budget, and an identity
+    ``<kind>/<model>/<setting>/prompt=.../T=.../side=.../px=...``."""
 
     payload_columns = ("image",)
+    config_class: type[BaseModel]
+    kind: str
+
+    def _init_common(self, config: Any, fields: dict[str, Any]) -> None:
+        if config is None:
+            config = self.config_class(**fields)
+        elif isinstance(config, dict):
+            config = self.config_class(**config, **fields)
+        elif fields:
+            raise TypeError(f"pass either a {self.config_class.__name__} or its fields, not both")
+        self.config = config
+        self.template = PromptTemplate.load(config.prompt_version)
+        self._max_pixels = config.image_max_pixels or config.image_max_side ** 2
+
+    def _setting(self) -> str:
+        """The one setting besides the shared ones that changes the answers."""
+        raise NotImplementedError
+
+    @property
+    def judge_id(self) -> str:
+        c = self.config
+        return (f"{self.kind}/{c.model}/{self._setting()}/prompt={self.template.name}/T={c.label_temperature:g}"
+                f"/side={c.image_max_side}/px={self._max_pixels}")
+
+    @property
+    def prompt_version(self) -> str:
+        return self.template.name
+
+    def view_images(self, view: MatchView) -> list[Image.Image]:
+        """The view's images within the pixel budget; a bad k or image fails this view only."""
+        if not 2 <= view.k <= self.config.max_k:
+            raise ViewError(f"match has {view.k} candidates; this judge takes 2..{self.config.max_k}")
+        return [prepare_image(c.image, c.item_id, self.config.image_max_side, self._max_pixels)
+                for c in view.candidates]
+
+
+class VLMJudge(ImagePromptJudge):
+    """Scores k-way match views with one constrained token of a VLM served by ``vllm.LLM``."""
+
+    config_class = VLMJudgeConfig
+    kind = "vlm"
 
     def __init__(self, config: VLMJudgeConfig | dict[str, Any] | None = None, *, llm: Any | None = None,
                  **fields: Any):
@@ -188,14 +231,8 @@ class VLMJudge(Judge):
         from vllm import LLM, SamplingParams  # in the judge actor only
         from vllm.exceptions import VLLMClientError
 
-        if config is None:
-            config = VLMJudgeConfig(**fields)
-        elif isinstance(config, dict):
-            config = VLMJudgeConfig(**config, **fields)
-        elif fields:
-            raise TypeError("pass either a VLMJudgeConfig or its fields, not both")
-        self.config = config
-        self.template = PromptTemplate.load(config.prompt_version)
+        self._init_common(config, fields)
+        config = self.config
         self._sampling_params = SamplingParams
         # errors that reject one request; anything else means the engine itself is broken
         self._request_errors = (ValueError, TypeError, VLLMClientError)
@@ -210,18 +247,10 @@ class VLMJudge(Judge):
         if len(set(ids)) != len(ids):
             raise ValueError(f"option labels map to repeated token ids {ids}")
         self.label_token_ids = ids
-        self._max_pixels = config.image_max_pixels or config.image_max_side ** 2
 
     # ---- identity -------------------------------------------------------------------------------
-    @property
-    def judge_id(self) -> str:
-        c = self.config
-        return (f"vlm/{c.model}/dtype={c.dtype}/prompt={self.template.name}/T={c.label_temperature:g}"
-                f"/side={c.image_max_side}/px={self._max_pixels}")
-
-    @property
-    def prompt_version(self) -> str:
-        return self.template.name
+    def _setting(self) -> str:
+        return f"dtype={self.config.dtype}"
 
     # ---- requests -------------------------------------------------------------------------------
     def messages(self, persona: str, images: list[Image.Image]) -> list[dict[str, Any]]:
@@ -236,11 +265,7 @@ class VLMJudge(Judge):
 
     def _request(self, view: MatchView):
         k = view.k
-        if not 2 <= k <= self.config.max_k:
-            raise ViewError(f"match has {k} candidates; this judge takes 2..{self.config.max_k}")
-        c = self.config
-        images = [prepare_image(cand.image, cand.item_id, c.image_max_side, self._max_pixels)
-                  for cand in view.candidates]
+        images = self.view_images(view)
         # No per-request seed: the scores are log-probabilities, which sampling does not touch,
         # and on CPU a seeded request whose prefill is chunked kills vLLM 0.29's engine (it
         # rewinds the generator with a CUDA-only call). The sampled token itself is ignored.
