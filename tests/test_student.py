@@ -101,6 +101,20 @@ def test_demo_student_text_tower_is_frozen_minilm():
     assert all(p.requires_grad for n, p in demo.model.named_parameters() if n.startswith("visual."))
     assert demo.encode_images([_png("red", 112)]).shape == (1, 384)
 
+    # pad columns are cut for the HF tower (compute), with the same embeddings as the padded batch
+    tokens = demo.tokenize(texts)
+    trimmed = demo.trim_padding(tokens)
+    assert trimmed.shape[1] == int((tokens != 0).sum(1).max()) < tokens.shape[1] == 32
+    demo.model.eval()
+    with torch.no_grad():
+        padded = demo.model.encode_text(tokens, normalize=True).numpy()
+    np.testing.assert_allclose(ours, padded, atol=1e-5)
+
+
+def test_trim_padding_leaves_open_clip_causal_tower_alone(tiny):
+    tokens = tiny.tokenize(["a cat"])
+    assert tiny.trim_padding(tokens).shape == tokens.shape
+
 
 @pytest.mark.slow
 def test_named_architecture_from_local_checkpoint(tmp_path):
