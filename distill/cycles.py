@@ -40,13 +40,23 @@ class CycleConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training stage run each cycle")
     train_towers: str = Field("image", description="image (PAD) | text | both")
     seed: int = Field(0, description="persona / candidate sampling seed")
+    keep_best: bool = Field(True, description=(
+        "PAD's early stop on validation MPR: the result is the best-validating checkpoint of cycles 0..N "
+        "(0 = the start), not simply the last; needs a validation set"))
 
 
 @dataclass
 class CycleResult:
-    checkpoint: str
+    checkpoint: str                                     # the result: best-validating (keep_best) or last
     history: list[dict] = field(default_factory=list)  # one entry per cycle (index 0 = start checkpoint)
-    teacher_calls: int = 0
+    teacher_calls: int = 0                              # every cycle's calls, whichever checkpoint is kept
+    best_cycle: int | None = None                       # the cycle whose checkpoint is the result
+
+
+def best_cycle(history: list[dict]) -> int | None:
+    """Index of the highest validation MPR in ``history`` (earliest on ties); None without validation."""
+    scored = [(h["val"]["mpr"], -i) for i, h in enumerate(history) if h.get("val") and h["val"].get("mpr") is not None]
+    return -max(scored)[1] if scored else None
 
 
 def _val(student: Student, val: EvalSet | None) -> dict | None:
@@ -131,4 +141,8 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         storage.write_json_atomic(entry, done)
         history.append(entry)
         log(f"cycle {c}: val MPR {100 * v['mpr']:.2f}%" if v else f"cycle {c}: done")
-    return CycleResult(checkpoint=ckpt, history=history, teacher_calls=calls)
+    best = best_cycle(history) if cfg.keep_best else None
+    if best is not None:
+        ckpt = history[best]["checkpoint"]
+        log(f"result: cycle {best} (best validation MPR {100 * history[best]['val']['mpr']:.2f}%)")
+    return CycleResult(checkpoint=ckpt, history=history, teacher_calls=calls, best_cycle=best)

@@ -135,6 +135,12 @@ class SearchAppArgs(BaseModel):
     ingress_cpus: float = Field(0.1, ge=0, description="CPUs reserved per ingress replica")
     encoder_cpus: float = Field(0.5, ge=0, description="CPUs reserved per encoder replica")
     shard_cpus: float = Field(0.25, ge=0, description="CPUs reserved per shard replica")
+    ingress_max_ongoing_requests: int = Field(64, ge=1, description="searches one ingress replica works on at once")
+    max_queued_requests: int = Field(64, ge=-1, description=(
+        "searches the ingress queues beyond its replicas' max_ongoing_requests before the proxy answers 503 "
+        "(load shedding: past capacity, a fast 503 a client can retry beats a timeout; -1 = unbounded)"))
+    access_log: bool = Field(True, description="Serve's per-request access log lines on every deployment "
+                             "(four lines per search; turn off at high QPS on small machines)")
     ingress_autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(target_ongoing_requests=32))
     encoder_autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(target_ongoing_requests=16))
     shard_autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(target_ongoing_requests=16))
@@ -311,16 +317,20 @@ def build_app(args: SearchAppArgs) -> serve.Application:
     ckpt_hash, dim = checkpoint_identity(checkpoint)
     check_encoder(manifest, _Identity(checkpoint, ckpt_hash, dim if dim is not None else manifest.dim))
     m = manifest.model_dump(mode="json")
+    logging = {"enable_access_log": args.access_log}
     encoder = QueryEncoder.options(
-        autoscaling_config=args.encoder_autoscaling.as_config(),
+        autoscaling_config=args.encoder_autoscaling.as_config(), logging_config=logging,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
     ).bind(checkpoint, m, args.device, args.torch_threads, args.encoder_batch_size, args.encoder_batch_wait_s)
     shards = [
         ShardSearcher.options(name=f"Shard{s}", autoscaling_config=args.shard_autoscaling.as_config(),
+                              logging_config=logging,
                               ray_actor_options={"num_cpus": args.shard_cpus}).bind(
             args.index_root, m, s, args.search_params, args.verify_checksums, args.faiss_threads,
             args.shard_batch_size, args.shard_batch_wait_s)
         for s in range(manifest.n_shards)
     ]
-    return SearchIngress.options(autoscaling_config=args.ingress_autoscaling.as_config(),
+    return SearchIngress.options(autoscaling_config=args.ingress_autoscaling.as_config(), logging_config=logging,
+                                 max_ongoing_requests=args.ingress_max_ongoing_requests,
+                                 max_queued_requests=args.max_queued_requests,
                                  ray_actor_options={"num_cpus": args.ingress_cpus}).bind(m, encoder, *shards)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from distill.config import build_config, config_reference
+from distill.cycles import best_cycle
 from distill.distill_job import DistillJobConfig, default_preset, pad_preset
 
 
@@ -29,3 +30,11 @@ def test_overrides_and_reference():
     ref = config_reference(DistillJobConfig)
     assert "`default.train.loss`" in ref and "`pad.sampler.edges`" in ref
     assert cfg.output_uri() != build_config(DistillJobConfig, None, []).output_uri()
+
+
+def test_keep_best_is_the_best_validating_cycle():
+    h = [{"val": {"mpr": 0.80}}, {"val": {"mpr": 0.83}}, {"val": {"mpr": 0.79}}, {"val": {"mpr": 0.83}}]
+    assert best_cycle(h) == 1  # earliest of the ties
+    assert best_cycle([{"val": {"mpr": 0.9}}, {"val": {"mpr": 0.7}}]) == 0  # the start can win
+    assert best_cycle([{"val": None}, {"val": None}]) is None
+    assert pad_preset().keep_best and default_preset().keep_best
