@@ -6,16 +6,26 @@
 Deployments (each with its own replicas and autoscaling):
 
 * ``SearchIngress`` - FastAPI: ``POST /v1/search``, ``GET /v1/items/{id}``, ``GET /v1/items/{id}/image``,
-  ``GET /healthz``, ``GET /readyz``, OpenAPI at ``/docs`` and ``/openapi.json``. It encodes the
-  persona once, fans the vector out to every shard and merges the per-shard top-k exactly.
-* ``QueryEncoder`` - the student's text tower; concurrent personas are batched with ``@serve.batch``.
-* ``Shard0`` .. ``Shard{S-1}`` - one FAISS shard each (checksum-verified at start), queries batched.
+  ``GET /healthz``, ``GET /readyz``, OpenAPI at ``/docs`` and ``/openapi.json``. Concurrent
+  searches are gathered with ``@serve.batch``: one encoder call per batch, one call per shard with
+  the batch's vectors, then an exact merge of the per-shard top-k. Every Serve hop costs CPU
+  (~1-2 ms each side on a small machine), so paying them per batch rather than per request is what
+  lets throughput grow with load.
+* ``QueryEncoder`` - the student's text tower; concurrent calls (each a list of personas) are
+  batched again with ``@serve.batch`` across ingress replicas.
+* ``Shard0`` .. ``Shard{S-1}`` - one FAISS shard each (checksum-verified at start), concurrent blocks
+  of query vectors searched as one FAISS batch.
+
+Past capacity the ingress sheds load: beyond ``ingress_max_ongoing_requests`` per replica plus
+``max_queued_requests`` waiting, the proxy answers 503 at once instead of letting queues (and
+latency) grow without bound.
 
 The app refuses to start when the index manifest does not match the student (dimension,
 checkpoint hash) or a shard file fails its checksum: the builder checks what it can cheaply
 (manifest, student.json), the replicas check the loaded weights and the file bytes.
 An index version swap is a config change (``index_version``): Serve rolls the shard, encoder
-and ingress replicas over to the new version, starting new replicas before stopping old ones.
+and ingress replicas over to the new version; ``max_surge_percent`` (``rollout_surge_percent``)
+starts the new replicas before the old ones stop, so no search waits on a deployment with none.
 """
 
 # (no `from __future__ import annotations`: FastAPI must see real types on the ingress methods)
@@ -126,6 +136,8 @@ class SearchAppArgs(BaseModel):
     verify_checksums: bool = Field(True, description="verify every shard file's sha256 at replica start")
     encoder_batch_size: int = Field(16, ge=1, le=1024)
     encoder_batch_wait_s: float = Field(0.004, ge=0, le=1)
+    ingress_batch_size: int = Field(32, ge=1, le=1024, description="concurrent searches fanned out together")
+    ingress_batch_wait_s: float = Field(0.002, ge=0, le=1)
     shard_batch_size: int = Field(32, ge=1, le=1024)
     shard_batch_wait_s: float = Field(0.002, ge=0, le=1)
     torch_threads: int = Field(1, ge=1, description="torch threads per encoder replica")
@@ -139,6 +151,10 @@ class SearchAppArgs(BaseModel):
     max_queued_requests: int = Field(64, ge=-1, description=(
         "searches the ingress queues beyond its replicas' max_ongoing_requests before the proxy answers 503 "
         "(load shedding: past capacity, a fast 503 a client can retry beats a timeout; -1 = unbounded)"))
+    rollout_surge_percent: int = Field(100, ge=0, le=100, description=(
+        "extra replicas a rolling update may start (% of each deployment's target): with 100 the old "
+        "replicas keep serving until their replacements are ready, so an index swap drops nothing; "
+        "0 stops old replicas first (needs no spare resources, but searches wait meanwhile)"))
     access_log: bool = Field(True, description="Serve's per-request access log lines on every deployment "
                              "(four lines per search; turn off at high QPS on small machines)")
     ingress_autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(target_ongoing_requests=32))
@@ -165,9 +181,11 @@ class QueryEncoder:
         self.encoder.encode_texts(["warm-up"])
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.004)
-    async def encode(self, texts: list[str]) -> list[np.ndarray]:
-        vecs = await asyncio.to_thread(self.encoder.encode_texts, texts)
-        return list(vecs)
+    async def encode(self, batches: list[list[str]]) -> list[np.ndarray]:
+        """Each call carries a list of personas (one ingress batch); concurrent calls are encoded together."""
+        vecs = await asyncio.to_thread(self.encoder.encode_texts, [t for b in batches for t in b])
+        bounds = np.cumsum([0] + [len(b) for b in batches])
+        return [vecs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
 
     def info(self) -> dict:
         return {"checkpoint_id": self.encoder.checkpoint_id, "checkpoint_hash": self.encoder.checkpoint_hash,
@@ -186,14 +204,19 @@ class ShardSearcher:
         self.search.set_batch_wait_timeout_s(batch_wait_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def search(self, vectors: list[np.ndarray], ks: list[int]) -> list[tuple[np.ndarray, list[str], list[dict]]]:
-        """Per query: (scores [k'], item ids [k'], item records [k']) of this shard's top-k."""
-        q = np.stack(vectors).astype(np.float32)
+    async def search(self, queries: list[np.ndarray], ks: list[int]
+                     ) -> list[tuple[np.ndarray, list[list[str]], dict[str, dict]]]:
+        """Per call (a (n, D) block of query vectors and its k): this shard's scores [n, k'], item ids
+        [n][k'] and the records of those items; concurrent calls are searched as one FAISS batch."""
+        q = np.concatenate([np.asarray(v, np.float32).reshape(-1, self.shard.index.d) for v in queries])
         scores, ids = await asyncio.to_thread(self.shard.search, q, max(ks))
-        out = []
-        for i, k in enumerate(ks):
-            top = [iid for iid in ids[i][:k] if iid is not None]
-            out.append((scores[i, :len(top)], top, [self.shard.item(iid) for iid in top]))
+        out, row = [], 0
+        for v, k in zip(queries, ks):
+            n = len(np.asarray(v).reshape(-1, self.shard.index.d))
+            block = [[iid for iid in ids[r][:k] if iid is not None] for r in range(row, row + n)]
+            records = {iid: self.shard.item(iid) for top in block for iid in top}
+            out.append((scores[row:row + n, :k], block, records))
+            row += n
         return out
 
     def item(self, item_id: str) -> dict | None:
@@ -225,8 +248,11 @@ api = FastAPI(
 @serve.deployment(max_ongoing_requests=256)
 @serve.ingress(api)
 class SearchIngress:
-    def __init__(self, manifest: dict, encoder: DeploymentHandle, *shards: DeploymentHandle):
+    def __init__(self, manifest: dict, batch_size: int, batch_wait_s: float, encoder: DeploymentHandle,
+                 *shards: DeploymentHandle):
         self.manifest = IndexManifest.model_validate(manifest)
+        self._search_batch.set_max_batch_size(batch_size)
+        self._search_batch.set_batch_wait_timeout_s(batch_wait_s)
         self.encoder = encoder
         self.shards = list(shards)
         if len(self.shards) != self.manifest.n_shards:
@@ -236,14 +262,22 @@ class SearchIngress:
     @api.post("/v1/search", response_model=SearchResponse, summary="top-k products for a persona")
     async def search(self, req: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        vec = await self.encoder.encode.remote(req.persona)
-        parts = await asyncio.gather(*[s.search.remote(vec, req.k) for s in self.shards])
-        scores, ids = merge_topk([(p[0][None, :], [p[1]]) for p in parts], req.k)
-        records = {rec["item_id"]: rec for p in parts for rec in p[2]}
-        hits = [Hit(rank=r + 1, score=float(scores[0, r]), **records[iid]) for r, iid in enumerate(ids[0])]
+        scores, ids, records = await self._search_batch(req.persona, req.k)
+        hits = [Hit(rank=r + 1, score=float(scores[r]), **records[iid]) for r, iid in enumerate(ids)]
         return SearchResponse(hits=hits, index_version=self.manifest.version,
                               checkpoint_id=self.manifest.checkpoint_id,
                               took_ms=round((time.perf_counter() - started) * 1000, 3))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _search_batch(self, personas: list[str], ks: list[int]) -> list[tuple[np.ndarray, list[str], dict]]:
+        """Concurrent searches share one encoder call and one call per shard: the Serve hops (the
+        costly part on small CPUs) are paid per batch, not per request. The merge stays exact."""
+        vecs = await self.encoder.encode.remote(list(personas))
+        kmax = max(ks)
+        parts = await asyncio.gather(*[s.search.remote(vecs, kmax) for s in self.shards])
+        scores, ids = merge_topk([(p[0], p[1]) for p in parts], kmax)
+        records = {iid: rec for p in parts for iid, rec in p[2].items()}
+        return [(scores[i, :k], ids[i][:k], {iid: records[iid] for iid in ids[i][:k]}) for i, k in enumerate(ks)]
 
     @api.get("/v1/items/{item_id}", response_model=Item, summary="one product", responses={404: {}})
     async def item(self, item_id: str) -> Item:
@@ -318,13 +352,14 @@ def build_app(args: SearchAppArgs) -> serve.Application:
     check_encoder(manifest, _Identity(checkpoint, ckpt_hash, dim if dim is not None else manifest.dim))
     m = manifest.model_dump(mode="json")
     logging = {"enable_access_log": args.access_log}
+    surge = args.rollout_surge_percent
     encoder = QueryEncoder.options(
-        autoscaling_config=args.encoder_autoscaling.as_config(), logging_config=logging,
+        autoscaling_config=args.encoder_autoscaling.as_config(), logging_config=logging, max_surge_percent=surge,
         ray_actor_options={"num_cpus": args.encoder_cpus, "num_gpus": args.encoder_gpus},
     ).bind(checkpoint, m, args.device, args.torch_threads, args.encoder_batch_size, args.encoder_batch_wait_s)
     shards = [
         ShardSearcher.options(name=f"Shard{s}", autoscaling_config=args.shard_autoscaling.as_config(),
-                              logging_config=logging,
+                              logging_config=logging, max_surge_percent=surge,
                               ray_actor_options={"num_cpus": args.shard_cpus}).bind(
             args.index_root, m, s, args.search_params, args.verify_checksums, args.faiss_threads,
             args.shard_batch_size, args.shard_batch_wait_s)
@@ -332,5 +367,6 @@ def build_app(args: SearchAppArgs) -> serve.Application:
     ]
     return SearchIngress.options(autoscaling_config=args.ingress_autoscaling.as_config(), logging_config=logging,
                                  max_ongoing_requests=args.ingress_max_ongoing_requests,
-                                 max_queued_requests=args.max_queued_requests,
-                                 ray_actor_options={"num_cpus": args.ingress_cpus}).bind(m, encoder, *shards)
+                                 max_queued_requests=args.max_queued_requests, max_surge_percent=surge,
+                                 ray_actor_options={"num_cpus": args.ingress_cpus}).bind(
+        m, args.ingress_batch_size, args.ingress_batch_wait_s, encoder, *shards)
