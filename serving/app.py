@@ -180,7 +180,7 @@ class QueryEncoder:
         self.encode.set_batch_wait_timeout_s(batch_wait_s)
         self.encoder.encode_texts(["warm-up"])
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.004)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.004, max_concurrent_batches=2)
     async def encode(self, batches: list[list[str]]) -> list[np.ndarray]:
         """Each call carries a list of personas (one ingress batch); concurrent calls are encoded together."""
         vecs = await asyncio.to_thread(self.encoder.encode_texts, [t for b in batches for t in b])
@@ -203,7 +203,7 @@ class ShardSearcher:
         self.search.set_max_batch_size(batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=2)
     async def search(self, queries: list[np.ndarray], ks: list[int]
                      ) -> list[tuple[np.ndarray, list[list[str]], dict[str, dict]]]:
         """Per call (a (n, D) block of query vectors and its k): this shard's scores [n, k'], item ids
@@ -268,7 +268,9 @@ class SearchIngress:
                               checkpoint_id=self.manifest.checkpoint_id,
                               took_ms=round((time.perf_counter() - started) * 1000, 3))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    # several batches in flight: a batch waits ~tens of ms on the encoder and shards, and with one
+    # at a time (Serve's default) throughput would be capped at batch size / round trip
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
     async def _search_batch(self, personas: list[str], ks: list[int]) -> list[tuple[np.ndarray, list[str], dict]]:
         """Concurrent searches share one encoder call and one call per shard: the Serve hops (the
         costly part on small CPUs) are paid per batch, not per request. The merge stays exact."""
