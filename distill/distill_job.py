@@ -27,7 +27,7 @@ PresetName = Literal["pad", "default"]
 def pad_preset() -> CycleConfig:
     """PAD's recipe: BT on raw cosine differences, image tower, PAD's bins, new rankings only, one pass,
     lr x 0.95^cycle, best validation cycle kept. PAD's lr is 1e-6 for a pretrained ViT-B/32; the demo's
-    small, briefly pretrained ViT needs 1e-5 (1e-4 wrecks it: validation MPR 86.5 -> 73.7 in 3 cycles)."""
+    small, briefly pretrained ViT needs 1e-5 (1e-4 wrecked it in an exploration run: validation MPR 86.5 -> 73.7 in 3 cycles)."""
     return CycleConfig(cycles=3, matches_per_cycle=1024, replay=False, lr_decay=0.95, train_towers="image",
                        train=TrainConfig(loss="bt", init_scale=1.0, learn_scale=False, lr=1e-5, epochs=1,
                                          batch_size=32, grad_clip=1.0))
