@@ -208,11 +208,11 @@ class ShardSearcher:
                      ) -> list[tuple[np.ndarray, list[list[str]], dict[str, dict]]]:
         """Per call (a (n, D) block of query vectors and its k): this shard's scores [n, k'], item ids
         [n][k'] and the records of those items; concurrent calls are searched as one FAISS batch."""
-        q = np.concatenate([np.asarray(v, np.float32).reshape(-1, self.shard.index.d) for v in queries])
-        scores, ids = await asyncio.to_thread(self.shard.search, q, max(ks))
+        blocks = [np.asarray(v, np.float32).reshape(-1, self.shard.index.d) for v in queries]
+        scores, ids = await asyncio.to_thread(self.shard.search, np.concatenate(blocks), max(ks))
         out, row = [], 0
-        for v, k in zip(queries, ks):
-            n = len(np.asarray(v).reshape(-1, self.shard.index.d))
+        for v, k in zip(blocks, ks):
+            n = len(v)
             block = [[iid for iid in ids[r][:k] if iid is not None] for r in range(row, row + n)]
             records = {iid: self.shard.item(iid) for top in block for iid in top}
             out.append((scores[row:row + n, :k], block, records))
