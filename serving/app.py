@@ -245,7 +245,7 @@ api = FastAPI(
 )
 
 
-@serve.deployment(max_ongoing_requests=256)
+@serve.deployment  # max_ongoing_requests, max_queued_requests: from SearchAppArgs in build_app
 @serve.ingress(api)
 class SearchIngress:
     def __init__(self, manifest: dict, batch_size: int, batch_wait_s: float, encoder: DeploymentHandle,
