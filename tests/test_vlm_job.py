@@ -117,8 +117,12 @@ def _png(rng: np.random.Generator) -> bytes:
 @pytest.mark.slow
 def test_vlm_judge_actor_killed_mid_round_is_replaced(ray_local, vllm_python, tiny_vlm, tmp_path):
     """The first judge actor judges one batch, then dies hard on its second; Ray restarts it (a new
-    engine), the lost batch is retried on the replacement, and the round completes with every
-    match judged exactly once (counted by the wrapper's own log of what it really judged)."""
+    engine), the lost batch is retried on the replacement, and the round commits every match once.
+
+    Delivery is at-least-once: a batch the dead actor finished but whose reply had not left the
+    process yet is retried too (CI caught that race once). That is safe because a judgement is a
+    function of the match, so the wrapper's own log must show every match judged, at most that one
+    batch twice, and every judgement of a match equal to the committed scores."""
     from distill.judges import PluginJudgeConfig
     from distill.tournament import JudgePoolConfig, TournamentConfig, TournamentSpec, run_tournaments
 
@@ -149,6 +153,10 @@ def test_vlm_judge_actor_killed_mid_round_is_replaced(ray_local, vllm_python, ti
         assert len(scores) == 8 and abs(sum(scores) - 1) < 1e-4
     logs = sorted(log_dir.glob("*.jsonl"))
     assert len(logs) == 2, "the first actor and its replacement each judged"
-    judged = [tuple(json.loads(line)) for f in logs for line in f.read_text().splitlines()]
-    assert sorted(judged) == sorted(tuple(c) for c in m["candidate_ids"].to_pylist()), \
-        "every match was judged exactly once (the lost batch once, by the replacement)"
+    judged = [json.loads(line) for f in logs for line in f.read_text().splitlines()]
+    committed = {tuple(c): s for c, s in zip(m["candidate_ids"].to_pylist(), m["scores"].to_pylist())}
+    assert {tuple(j["ids"]) for j in judged} == set(committed), "every match was really judged"
+    assert len(judged) <= len(committed) + 1, "only the dead actor's last finished batch may repeat"
+    for j in judged:
+        np.testing.assert_allclose(j["scores"], committed[tuple(j["ids"])], atol=1e-4,
+                                   err_msg="a retried batch must get the same answer")
