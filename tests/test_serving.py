@@ -1,5 +1,6 @@
 """The search endpoint: request limits, serve config, refusal of mismatched state, and real HTTP
-on 127.0.0.1 against a tiny index (same top-k as exact in-process search, 4xx, OpenAPI, fuzzing)."""
+on 127.0.0.1 against a tiny index (same top-k as exact in-process search, 4xx, OpenAPI, fuzzing,
+load shedding)."""
 
 from __future__ import annotations
 
@@ -289,3 +290,44 @@ def test_index_version_swap_is_a_rolling_config_change(endpoint, tiny_student):
             t.join()
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     assert "v2" in versions
+
+
+@pytest.mark.slow
+def test_ingress_sheds_load_past_capacity_and_recovers(endpoint):
+    """With room for one search in flight and one queued, a burst of concurrent searches gets 503s
+    for the excess (answered, not left to time out), the admitted ones succeed, and the service
+    answers normally afterwards. Redeploys the module's app, so it runs last."""
+    from ray import serve
+
+    from serving.app import build_app
+
+    base = endpoint["base"]
+    # a slow encoder batch (it waits 0.5 s to fill) keeps the admitted searches in flight
+    serve.run(build_app(_args(endpoint["root"], ingress_max_ongoing_requests=1, max_queued_requests=1,
+                              encoder_batch_wait_s=0.5)), name="search-test", route_prefix="/")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status, body = _call(base, "/v1/search", {"persona": "a cyclist", "k": 3})
+        if status == 200 and json.loads(body)["took_ms"] >= 400:  # the slow encoder is live
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the redeployed app never served a search through the slow encoder")
+
+    statuses: list[int] = []
+    start = threading.Barrier(12)
+
+    def client():
+        start.wait()
+        statuses.append(_call(base, "/v1/search", {"persona": "a burst of shoppers", "k": 3}, timeout=20)[0])
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    assert set(statuses) == {200, 503}, counts
+    assert counts[503] >= 6, counts  # at most 1 running + 1 queued at a time, each for ~0.5 s
+    status, body = _call(base, "/v1/search", {"persona": "after the burst", "k": 3})
+    assert status == 200 and len(json.loads(body)["hits"]) == 3
