@@ -122,8 +122,8 @@ def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:
 
 
 def run(cfg: DistillJobConfig) -> dict:
-    from distill.evaluate import (build_eval_set, evaluate_scores, evaluate_student, format_table, plot_report,
-                                  teacher_ceiling_scores)
+    from distill.evaluate import (add_paired_deltas, build_eval_set, evaluate_scores, evaluate_student,
+                                  format_table, plot_report, teacher_ceiling_scores)
 
     root, demo = resolve_root(cfg)
     out = cfg.output_uri()
@@ -143,6 +143,7 @@ def run(cfg: DistillJobConfig) -> dict:
     rows.append(ceiling | {"teacher_calls": 0})
     for name, res in results.items():
         rows.append(evaluate_student(name, res.checkpoint, test) | {"teacher_calls": res.teacher_calls})
+    add_paired_deltas(rows)
     curves = {name: [h["val"]["mpr"] for h in res.history if h.get("val")] for name, res in results.items()}
     plots = plot_report(rows, curves, storage.join(out, "eval"))
     report = {"rows": rows, "curves": curves, "plots": plots, "start_checkpoint": start,

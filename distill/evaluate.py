@@ -112,10 +112,21 @@ def evaluate_scores(name: str, scores: np.ndarray, es: EvalSet) -> dict:
     return row
 
 
+def add_paired_deltas(rows: list[dict]) -> list[dict]:
+    """Annotate every row after the first with its MPR change against the first row (the start
+    student), in percentage points with a paired bootstrap 95% interval over the personas."""
+    from distill.metrics import paired_bootstrap_delta
+
+    for r in rows[1:]:
+        mean, lo, hi = paired_bootstrap_delta(rows[0]["percentiles"], r["percentiles"])
+        r["mpr_delta_vs_first"] = {"pp": 100 * mean, "ci95_pp": [100 * lo, 100 * hi], "vs": rows[0]["model"]}
+    return rows
+
+
 def format_table(rows: list[dict]) -> str:
     cols = ["mpr", "median_percentile", *[f"hit@{k}" for k in HIT_KS]]
     head = f"{'model':<28}" + "".join(f"{c:>10}" for c in ["MPR %", "median %", *[f"hit@{k}" for k in HIT_KS]]) \
-        + f"{'true MPR':>10}{'seen':>8}{'held':>8}{'calls':>9}"
+        + f"{'true MPR':>10}{'seen':>8}{'held':>8}{'calls':>9}  change vs first row [95% CI]"
     lines = [head, "-" * len(head)]
     for r in rows:
         vals = [100 * r[c] if c in ("mpr", "median_percentile") else r[c] for c in cols]
@@ -124,8 +135,16 @@ def format_table(rows: list[dict]) -> str:
         held = r.get("heldout_motif", {}).get("mpr")
         f = lambda v, w, p=1: f"{'-':>{w}}" if v is None else f"{100 * v:>{w}.{p}f}"  # noqa: E731
         lines.append(f"{r['model']:<28}" + "".join(f"{v:>10.2f}" if i < 2 else f"{v:>10.3f}" for i, v in enumerate(vals))
-                     + f(tb, 10, 2) + f(seen, 8) + f(held, 8) + f"{r.get('teacher_calls', 0):>9}")
+                     + f(tb, 10, 2) + f(seen, 8) + f(held, 8) + f"{r.get('teacher_calls', 0):>9}"
+                     + _delta_text(r.get("mpr_delta_vs_first")))
     return "\n".join(lines)
+
+
+def _delta_text(delta: dict | None) -> str:
+    if not delta:
+        return ""
+    lo, hi = delta["ci95_pp"]
+    return f"  {delta['pp']:+.2f} pp [{lo:+.2f}, {hi:+.2f}]"
 
 
 def plot_report(rows: list[dict], curves: dict[str, list[float]], out_dir: str) -> list[str]:

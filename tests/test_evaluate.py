@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.evaluate import EvalSet, evaluate_scores, format_table, plot_report, winner_metrics
+from distill.evaluate import EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report, winner_metrics
+from distill.metrics import paired_bootstrap_delta
 
 
 def test_winner_metrics_hand_computed():
@@ -28,3 +29,33 @@ def test_evaluate_scores_splits_and_table(tmp_path):
     pytest.importorskip("matplotlib")
     paths = plot_report([row], {"m": [0.5, 0.6]}, str(tmp_path))
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in paths)
+
+
+def test_paired_bootstrap_delta():
+    base = np.array([0.2, 0.9, 0.5, 0.7])
+    assert paired_bootstrap_delta(base, base) == (0.0, 0.0, 0.0)
+    assert paired_bootstrap_delta(base, base + 0.1) == pytest.approx((0.1, 0.1, 0.1))  # same shift for all
+    rng = np.random.default_rng(0)
+    hard = rng.uniform(0, 1, 400)                 # persona difficulty, shared by both models
+    better = hard + rng.normal(0.02, 0.01, 400)   # a small gain, consistent across personas
+    mean, lo, hi = paired_bootstrap_delta(hard, better)
+    assert mean == pytest.approx(0.02, abs=2e-3) and 0.0 < lo < mean < hi
+    # the spread of difficulty does not widen the paired interval (an unpaired one would straddle 0)
+    assert hi - lo < 0.005 < 2 * 1.96 * hard.std() / np.sqrt(400)
+    worse = paired_bootstrap_delta(better, hard)
+    assert worse[0] == pytest.approx(-mean) and worse[2] < 0
+    assert paired_bootstrap_delta(hard, better, seed=3) == paired_bootstrap_delta(hard, better, seed=3)
+    with pytest.raises(ValueError):
+        paired_bootstrap_delta(hard, better[:-1])
+
+
+def test_table_shows_change_against_the_first_row():
+    rows = [{"model": "start", "mpr": 0.5, "median_percentile": 0.5, "percentiles": [0.4, 0.6],
+             **{f"hit@{k}": 0.0 for k in (1, 5, 20, 100)}},
+            {"model": "trained", "mpr": 0.6, "median_percentile": 0.6, "percentiles": [0.5, 0.7],
+             **{f"hit@{k}": 0.0 for k in (1, 5, 20, 100)}}]
+    add_paired_deltas(rows)
+    assert "mpr_delta_vs_first" not in rows[0]
+    assert rows[1]["mpr_delta_vs_first"]["pp"] == pytest.approx(10.0)
+    assert rows[1]["mpr_delta_vs_first"]["ci95_pp"] == pytest.approx([10.0, 10.0])
+    assert "+10.00 pp [+10.00, +10.00]" in format_table(rows).splitlines()[-1]
