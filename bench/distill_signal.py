@@ -2,6 +2,7 @@
 
     python bench/distill_signal.py                          # ~15 min on 2 cores
     python bench/distill_signal.py --matches 256,768 --losses listwise_kl --json out.json
+    python bench/distill_signal.py --start <student checkpoint> --matches ""   # probe another start
 
 This is the reproducible form of the findings under "Where the result stands" in the README. It
 skips Ray (tournaments, Ray Train, Ray Data): labels come straight from the demo teacher, and one
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--start", help="start checkpoint; default the caption-pretrained one jobs/distill.py uses")
     ap.add_argument("--show-worst", type=int, default=4, help="worst-served personas to print")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
@@ -127,7 +129,7 @@ def main() -> None:
     t0 = time.time()
     cfg = DistillJobConfig()
     root, _ = resolve_root(cfg)
-    start = ensure_pretrained(cfg, root)  # the same cached start checkpoint as jobs/distill.py
+    start = args.start or ensure_pretrained(cfg, root)  # default: the same cached start as jobs/distill.py
     enc = shared_encoder()
     student = Student.load(start)
 

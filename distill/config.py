@@ -60,6 +60,27 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _accepts(annotation: Any, kind: type) -> bool:
+    return annotation is kind or any(_accepts(a, kind) for a in typing.get_args(annotation))
+
+
+def _empty_means_none(model: type[BaseModel], tree: dict[str, Any]) -> dict[str, Any]:
+    """``key=`` on the command line is "empty": None for optional fields that take no string
+    (``max_items=`` -> all items, as the reference says), the empty string for string fields."""
+    out = dict(tree)
+    for key, value in tree.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        if value == "" and _accepts(field.annotation, type(None)) and not _accepts(field.annotation, str):
+            out[key] = None
+        elif isinstance(value, dict):
+            sub = _submodels(field.annotation)
+            if len(sub) == 1:
+                out[key] = _empty_means_none(sub[0], value)
+    return out
+
+
 def build_config(model: type[M], yaml_text: str | None = None, overrides: list[str] | None = None) -> M:
     """Validate YAML + overrides into ``model``; errors name the offending field."""
     data: dict[str, Any] = {}
@@ -68,7 +89,7 @@ def build_config(model: type[M], yaml_text: str | None = None, overrides: list[s
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("the YAML file must hold a mapping at top level")
         data = loaded or {}
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(data, _empty_means_none(model, parse_overrides(overrides or [])))
     try:
         return model.model_validate(data)
     except ValidationError as err:

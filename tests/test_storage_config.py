@@ -77,6 +77,8 @@ def test_uri_forms(tmp_path: Path) -> None:
 class Inner(BaseModel):
     k: int = Field(2, ge=2, description="matches size")
     name: str = Field("x", description="a name")
+    limit: int | None = Field(10, description="a cap; empty = none")
+    label: str | None = Field("l", description="an optional string")
 
 
 class JobCfg(BaseModel):
@@ -96,6 +98,14 @@ def test_yaml_and_overrides_merge(tmp_path: Path) -> None:
     cfg = load_config(JobCfg, ["out=/early", "--config", str(path), "inner.k=4"])
     assert (cfg.out, cfg.mode, cfg.inner.k) == ("/early", "slow", 4)  # overrides beat YAML
     assert parse_overrides(["a.b=3", "c=", "d=x=y"]) == {"a": {"b": 3}, "c": "", "d": "x=y"}
+
+
+def test_empty_override_means_none_for_optional_non_string_fields() -> None:
+    cfg = build_config(JobCfg, "out: /a\n", ["inner.limit=", "inner.label=", "inner.name="])
+    assert cfg.inner.limit is None  # "empty = none", as the config reference says
+    assert cfg.inner.label == "" and cfg.inner.name == ""  # strings keep the empty string
+    with pytest.raises(ConfigError, match="inner.k"):
+        build_config(JobCfg, "out: /a\n", ["inner.k="])  # not optional: still an error
 
 
 def test_type_errors_name_the_field() -> None:
