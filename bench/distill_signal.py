@@ -60,8 +60,8 @@ def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], tit
     pct = np.array([percentile_rank(s, w) for s, w in zip(scores, winners)])
     for i in np.argsort(pct)[:n]:
         top = [titles[j] for j in np.argsort(-scores[i])[:3]]
-        print(f"  worst: {personas[i][:70]!r}\n    teacher's pick {titles[winners[i]]!r} at the "
-              f"student's {100 * pct[i]:.0f}th percentile; student's top 3: {top}", flush=True)
+        print(f"  worst: {personas[i][:70]!r}\n    teacher's pick {titles[winners[i]]!r} at percentile "
+              f"{100 * pct[i]:.0f} of the student; student's top 3: {top}", flush=True)
 
 
 def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, pool_titles: list[str],
