@@ -117,6 +117,8 @@ def add_paired_deltas(rows: list[dict]) -> list[dict]:
     student), in percentage points with a paired bootstrap 95% interval over the personas."""
     from distill.metrics import paired_bootstrap_delta
 
+    if not rows or not rows[0].get("percentiles"):
+        return rows  # no personas evaluated: nothing to compare
     for r in rows[1:]:
         mean, lo, hi = paired_bootstrap_delta(rows[0]["percentiles"], r["percentiles"])
         r["mpr_delta_vs_first"] = {"pp": 100 * mean, "ci95_pp": [100 * lo, 100 * hi], "vs": rows[0]["model"]}

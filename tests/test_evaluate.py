@@ -59,3 +59,6 @@ def test_table_shows_change_against_the_first_row():
     assert rows[1]["mpr_delta_vs_first"]["pp"] == pytest.approx(10.0)
     assert rows[1]["mpr_delta_vs_first"]["ci95_pp"] == pytest.approx([10.0, 10.0])
     assert "+10.00 pp [+10.00, +10.00]" in format_table(rows).splitlines()[-1]
+    empty = [dict(r, percentiles=[]) for r in rows[:1]] + [dict(rows[1], percentiles=[])]
+    empty[1].pop("mpr_delta_vs_first")
+    assert "mpr_delta_vs_first" not in add_paired_deltas(empty)[1]  # no personas: no comparison
