@@ -55,18 +55,20 @@ def linear_readout_bound(train_emb: np.ndarray, train_titles: np.ndarray, val_em
 
 
 def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], titles: list[str], n: int) -> None:
-    from distill.metrics import percentile_rank
+    from distill.evaluate import percentiles
 
-    pct = np.array([percentile_rank(s, w) for s, w in zip(scores, winners)])
+    pct = percentiles(scores, winners)
     for i in np.argsort(pct)[:n]:
         top = [titles[j] for j in np.argsort(-scores[i])[:3]]
         print(f"  worst: {personas[i][:70]!r}\n    teacher's pick {titles[winners[i]]!r} at percentile "
               f"{100 * pct[i]:.0f} of the student; student's top 3: {top}", flush=True)
 
 
-def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, pool_titles: list[str],
-             persona_texts: list[str], lr: float, batch_size: int, seed: int) -> tuple["object", dict]:
-    """A fresh copy of the start student, trained once over ``n_matches`` new teacher matches."""
+def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, pool_emb: np.ndarray,
+             pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
+             seed: int) -> tuple["object", dict]:
+    """A fresh copy of the start student, trained once over ``n_matches`` new teacher matches
+    sampled from its scores (``pool_emb``: the start's embeddings of the pool, shared by every run)."""
     from distill.judges.base import Candidate, MatchView
     from distill.judges.text_oracle import TextOracleJudge
     from distill.losses import PreferenceLoss
@@ -77,7 +79,6 @@ def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, p
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     student = Student.load(start, train_towers="image")
-    pool_emb = student.encode_image_tensor(pool_pixels.float())
     who = rng.choice(len(persona_texts), n_matches, replace=n_matches > len(persona_texts))
     texts = [persona_texts[i] for i in who]
     scores = student.encode_texts(texts) @ pool_emb.T
@@ -150,24 +151,24 @@ def main() -> None:
     winners = np.argmax(teacher_scores, axis=1)  # the teacher's own pick over the whole val catalog
 
     start_val_emb = student.encode_image_tensor(val_pixels)
-    start_mpr = mpr(student.encode_texts(val_personas) @ start_val_emb.T, winners)
+    start_pool_emb = student.encode_image_tensor(pool_pixels.float())
+    start_scores = student.encode_texts(val_personas) @ start_val_emb.T
+    start_mpr = mpr(start_scores, winners)
     rows = [{"model": "caption-pretrained student (start)", "teacher_calls": 0, "val_mpr": start_mpr},
             {"model": "teacher ceiling (text oracle on titles)", "teacher_calls": None,
              "val_mpr": mpr(teacher_scores, winners)},
             {"model": "privileged linear read-out of the start's image embeddings", "teacher_calls": 0,
-             "val_mpr": linear_readout_bound(student.encode_image_tensor(pool_pixels.float()),
-                                             enc.encode(train["title"].to_pylist()), start_val_emb,
-                                             persona_emb, winners)}]
+             "val_mpr": linear_readout_bound(start_pool_emb, enc.encode(train["title"].to_pylist()),
+                                             start_val_emb, persona_emb, winners)}]
     for row in rows:
         print(f"{row['model']:<62} val MPR {row['val_mpr']:6.2f}", flush=True)
-    show_worst(student.encode_texts(val_personas) @ start_val_emb.T, winners, val_personas,
-               val["title"].to_pylist(), args.show_worst)
+    show_worst(start_scores, winners, val_personas, val["title"].to_pylist(), args.show_worst)
 
     for loss in filter(None, args.losses.split(",")):
         for n in (int(x) for x in filter(None, args.matches.split(","))):
             t1 = time.time()
-            trained, stats = one_pass(start, loss, n, pool_pixels, train["title"].to_pylist(), train_personas,
-                                      args.lr, args.batch_size, args.seed)
+            trained, stats = one_pass(start, loss, n, pool_pixels, start_pool_emb, train["title"].to_pylist(),
+                                      train_personas, args.lr, args.batch_size, args.seed)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
             rows.append({"model": f"{loss}, one pass", "teacher_calls": n, "val_mpr": value, **stats,
                          "seconds": round(time.time() - t1, 1)})
