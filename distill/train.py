@@ -157,6 +157,20 @@ def _save_state(path: str, student: Student, module: PreferenceModule, opt, step
                 "history": history}, os.path.join(path, "state.pt"))
 
 
+def _resume(ckpt: Any, student_cfg: StudentConfig) -> tuple[Student, dict[str, Any] | None]:
+    """The student to train and the saved loop state: fresh from config, or rebuilt from a checkpoint.
+
+    `as_directory` (not `to_directory`) so a resumed run reads the checkpoint in place instead of
+    leaving a copy under /tmp for every restart.
+    """
+    if ckpt is None:
+        return build_student(student_cfg), None
+    with ckpt.as_directory() as local:
+        student = build_student(student_cfg.model_copy(update={"pretrained": os.path.join(local, "student")}))
+        state = torch.load(os.path.join(local, "state.pt"), map_location="cpu", weights_only=False)
+    return student, state
+
+
 def _train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -167,14 +181,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
 
-    ckpt = ray.train.get_checkpoint()
-    state = None
-    student_cfg = dict(config["student"])
-    if ckpt is not None:
-        local = ckpt.to_directory()
-        student_cfg["pretrained"] = os.path.join(local, "student")
-        state = torch.load(os.path.join(local, "state.pt"), map_location="cpu", weights_only=False)
-    student = build_student(StudentConfig(**student_cfg))
+    student, state = _resume(ray.train.get_checkpoint(), StudentConfig(**config["student"]))
     student.model.logit_scale.requires_grad = False  # contrastive-only parameter
     module = PreferenceModule(student.model, PreferenceLoss(cfg.loss, cfg.init_scale, cfg.learn_scale))
     if state is not None:

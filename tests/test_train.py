@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import io
+import os
+import tempfile
 
 import numpy as np
 import pyarrow as pa
@@ -47,10 +50,14 @@ def test_ddp_matches_single_worker_and_resume(ray_local, tmp_path):
     np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-6)
     assert one.checkpoint_id != start.checkpoint_id
 
-    # same run name, more epochs: continues from step 3 with the earlier history intact
+    # same run name, more epochs: continues from step 3 with the earlier history intact,
+    # reading the checkpoint in place (no checkpoint copy left behind in the temp dir)
+    copies = os.path.join(tempfile.gettempdir(), "checkpoint_tmp_*")
+    before = set(glob.glob(copies))
     more = train_preferences(preference_dataset(table, start), scfg,
                              TrainConfig(num_workers=2, **{**base, "epochs": 5}), "two", runs)
     steps = [h["step"] for h in more.history]
     assert steps == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([h["loss"] for h in more.history[:3]], l2, rtol=1e-6)
     assert more.history[3]["loss"] < l2[0]
+    assert set(glob.glob(copies)) == before
