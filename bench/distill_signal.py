@@ -32,12 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from distill.seeding import sample_indices  # noqa: E402
 
 LOSS_SCALES = {"listwise_kl": 5.0, "plackett_luce": 5.0, "bt": 1.0}  # bt: PAD's raw cosine, no temperature
 
 
 def subsample(n: int, m: int | None, seed: int) -> np.ndarray:
-    return np.arange(n) if not m or m >= n else np.sort(np.random.default_rng(seed).choice(n, m, replace=False))
+    return sample_indices(n, m, np.random.default_rng(seed))
 
 
 def mpr(scores: np.ndarray, winners: np.ndarray) -> float:

@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     res = {"args": vars(args), "ray_data": ray_data, "prefix_caching_on": on, "prefix_caching_off": off}
     print()
-    print(f"1. Ray Data path vs one request per match (k=5, prefix caching on; same engine config)")
+    print("1. Ray Data path vs one request per match (k=5, prefix caching on; same engine config)")
     fp, wp = ray_data["first_pass"], ray_data["warm_pass"]
     print(f"   Ray Data pass 1 (host engine start included):     {fp['matches_per_s']:7.2f} matches/s"
           f"  ({fp['matches']} matches in {fp['wall_s']:.1f} s)")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
 from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
 from distill.sampling import SamplerConfig, sample_candidates
-from distill.seeding import rng_for
+from distill.seeding import rng_for, sample_rows
 from distill.student import Student, StudentConfig
 from distill.train import TrainConfig, examples_table, preference_dataset, train_preferences
 
@@ -72,9 +71,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
 
     log = (lambda msg: print(f"[{label or 'distill'}] {msg}", flush=True)) if progress else (lambda msg: None)
     catalog = datasets.read_catalog(root, split="train", columns=["item_id", "title", "image"])
-    if cfg.train_catalog_max_items and catalog.num_rows > cfg.train_catalog_max_items:
-        pick = np.sort(rng_for(cfg.seed, "train-catalog").choice(catalog.num_rows, cfg.train_catalog_max_items, replace=False))
-        catalog = catalog.take(pick)
+    catalog = sample_rows(catalog, cfg.train_catalog_max_items, rng_for(cfg.seed, "train-catalog"))
     item_ids = catalog["item_id"].to_pylist()
     images = dict(zip(item_ids, catalog["image"].to_pylist()))
     personas = datasets.read_personas(root, split="train")

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
+from distill.seeding import sample_rows
 from distill.schemas import Split
 from distill.student import Student, StudentConfig, build_student
 
@@ -52,8 +53,7 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
     student = build_student(cfg.student)
     catalog = datasets.read_catalog(root, split=cfg.split, columns=["item_id", "title", "image"])
     rng = np.random.default_rng(cfg.seed)
-    if cfg.max_items and catalog.num_rows > cfg.max_items:
-        catalog = catalog.take(np.sort(rng.choice(catalog.num_rows, cfg.max_items, replace=False)))
+    catalog = sample_rows(catalog, cfg.max_items, rng)
     titles = catalog["title"].to_pylist()
     pixels = _pixels(student, catalog["image"].to_pylist())
     text_frozen = student.cfg.train_towers == "image"

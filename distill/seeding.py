@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 
 
 def seed_for(*parts: object) -> int:
@@ -17,3 +18,19 @@ def seed_for(*parts: object) -> int:
 
 def rng_for(*parts: object) -> np.random.Generator:
     return np.random.default_rng(seed_for(*parts))
+
+
+def sample_indices(n: int, m: int | None, rng: np.random.Generator) -> np.ndarray:
+    """At most ``m`` of ``range(n)``, drawn without replacement by ``rng`` and sorted (so the rows
+    keep their file order: Parquet reads stay sequential, ids stay comparable across runs);
+    all of them when ``m`` is None/0 or not smaller than ``n`` (then ``rng`` is left untouched)."""
+    if not m or m >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, m, replace=False))
+
+
+def sample_rows(table: pa.Table, m: int | None, rng: np.random.Generator) -> pa.Table:
+    """``table`` cut to a seeded, order-keeping subsample of at most ``m`` rows (see sample_indices)."""
+    if not m or m >= table.num_rows:
+        return table
+    return table.take(sample_indices(table.num_rows, m, rng))

@@ -20,7 +20,7 @@ from distill import datasets, storage
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.metrics import percentile_rank
 from distill.schemas import Split
-from distill.seeding import rng_for
+from distill.seeding import rng_for, sample_rows
 from distill.tournament.engine import (JudgePoolConfig, RunResult, TournamentConfig, TournamentSpec,
                                        run_tournaments)
 from distill.world import WorldConfig
@@ -97,15 +97,12 @@ def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentS
         found = set(personas["persona_id"].to_pylist())
         if wanted - found:
             raise ValueError(f"persona id(s) not in split {cfg.persona_split!r}: {sorted(wanted - found)[:5]}")
-    elif cfg.max_personas and personas.num_rows > cfg.max_personas:
-        pick = np.sort(rng_for(seed, "personas").choice(personas.num_rows, cfg.max_personas, replace=False))
-        personas = personas.take(pick)
+    else:
+        personas = sample_rows(personas, cfg.max_personas, rng_for(seed, "personas"))
     if personas.num_rows == 0:
         raise ValueError(f"no personas in split {cfg.persona_split!r} of {root!r}")
     catalog = datasets.read_catalog(root, split=cfg.catalog_split, columns=["item_id", "title", "image"])
-    if cfg.max_candidates and catalog.num_rows > cfg.max_candidates:
-        pick = np.sort(rng_for(seed, "candidates").choice(catalog.num_rows, cfg.max_candidates, replace=False))
-        catalog = catalog.take(pick)
+    catalog = sample_rows(catalog, cfg.max_candidates, rng_for(seed, "candidates"))
     if catalog.num_rows == 0:
         raise ValueError(f"no catalog items in split {cfg.catalog_split!r} of {root!r}")
     ids = tuple(catalog["item_id"].to_pylist())
