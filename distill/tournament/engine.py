@@ -197,7 +197,7 @@ def run_tournaments(specs: list[TournamentSpec], payload: pa.Table, cfg: Tournam
             requests, byes = plan_requests(by_id, survivors, r, cfg, fingerprint)
             if not requests:
                 break
-            done = set(store.staged(r)["match_key"].to_pylist())
+            done = store.staged_keys(r)
             todo = [q for q in requests if q["match_key"] not in done]
             reused += len(requests) - len(todo)
             with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress,

@@ -106,6 +106,15 @@ class RoundStore:
         table = pa.concat_tables([storage.read_table(f, schema=MATCH_SCHEMA) for f in files])
         return first_per_key(table)
 
+    def staged_keys(self, r: int) -> set[str]:
+        """The match keys already judged in round ``r``: what a resumed round skips.
+
+        Reads the key column only; the whole rows are read once, at commit (``staged``).
+        """
+        files = storage.list_files(self._staging_dir(r), ".parquet")
+        return {k for f in files
+                for k in storage.read_table(f, columns=["match_key"], schema=MATCH_SCHEMA)["match_key"].to_pylist()}
+
     # commits ---------------------------------------------------------------
     def commit_round(self, state: RunState, r: int, matches: pa.Table, survivors: pa.Table) -> None:
         if r != state.committed_rounds:
