@@ -54,3 +54,15 @@ class SlowJudge(_Wrapped):
     def judge(self, views: list[MatchView]) -> list[Judgement]:
         time.sleep(self.delay)
         return self.inner.judge(views)
+
+
+class PriceJudge(_Wrapped):
+    """Asks for a catalog column a Candidate does not carry: the worker must refuse it up front."""
+
+    payload_columns = ("title", "price")
+
+    def __init__(self):
+        self.inner = RandomJudge()
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        return self.inner.judge(views)

@@ -172,3 +172,13 @@ def test_output_with_other_settings_is_refused(ray_local, tmp_path) -> None:
     res = run_tournaments(specs(table), table, TournamentConfig(k=3), judge, POOL, out,
                           overwrite=True, progress=False)
     assert res.summary.k == 3
+
+
+def test_a_judge_asking_for_a_column_candidates_lack_is_refused_clearly(ray_local) -> None:
+    import ray
+
+    from distill.tournament.worker import JudgeWorker
+
+    judge = PluginJudgeConfig(target="tests.plugin_judges:PriceJudge").model_dump(mode="json")
+    with pytest.raises(ValueError, match=r"payload column\(s\) \['price'\]"):
+        JudgeWorker(judge, [ray.put(catalog(8))], "argmax", "attempt")

@@ -7,6 +7,7 @@ plain Arrow, never torch objects.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,9 @@ from distill.judges.base import Candidate, Judgement, MatchView
 from distill.judges.config import JudgeConfig
 from distill.schemas import MATCH_SCHEMA
 from distill.seeding import rng_for, seed_for
+
+# the catalog columns a judge may read: what a Candidate carries besides its id
+CANDIDATE_FIELDS = frozenset(f.name for f in dataclasses.fields(Candidate)) - {"item_id"}
 
 
 def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements: list[Judgement],
@@ -62,14 +66,22 @@ class JudgeWorker:
         # a list wrapper keeps Ray from resolving the ref before the actor asks for it.
         table: pa.Table = ray.get(payload[0])
         self.index = {item: i for i, item in enumerate(table["item_id"].to_pylist())}
+        unknown = set(self.judge.payload_columns) - CANDIDATE_FIELDS
+        if unknown:
+            raise ValueError(f"judge {type(self.judge).__name__} asks for payload column(s) {sorted(unknown)}; "
+                             f"a Candidate carries only {sorted(CANDIDATE_FIELDS)}")
         self.columns = {c: table[c] for c in self.judge.payload_columns}
         self.winner_rule = winner_rule
         self.attempt_id = attempt_id
 
-    def _candidate(self, item_id: str) -> Candidate:
-        row = self.index[item_id]
-        fields = {c: col[row].as_py() for c, col in self.columns.items()}
-        return Candidate(item_id=item_id, title=fields.get("title"), image=fields.get("image"))
+    def _candidates(self, item_ids: list[str]) -> dict[str, Candidate]:
+        """The batch's distinct candidates, gathered with one ``take`` per payload column
+        (image bytes are copied out once per item, not looked up cell by cell)."""
+        unique = list(dict.fromkeys(item_ids))
+        rows = pa.array([self.index[i] for i in unique], type=pa.int64())
+        fields = {c: col.take(rows).to_pylist() for c, col in self.columns.items()}
+        return {item: Candidate(item_id=item, **{c: values[n] for c, values in fields.items()})
+                for n, item in enumerate(unique)}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.judge_batch(batch)
@@ -81,9 +93,10 @@ class JudgeWorker:
     def judge_batch(self, batch: pa.Table) -> pa.Table:
         """Judge every view of every match in ``batch``; one MATCH_SCHEMA row per match."""
         rows = batch.to_pylist()
+        pool = self._candidates([c for row in rows for c in row["candidate_ids"]])
         views: list[MatchView] = []
         for row in rows:
-            cands = [self._candidate(c) for c in row["candidate_ids"]]
+            cands = [pool[c] for c in row["candidate_ids"]]
             for v, order in enumerate(row["view_orders"]):
                 views.append(MatchView(persona_text=row["persona_text"],
                                        candidates=tuple(cands[i] for i in order),
