@@ -71,7 +71,7 @@ def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, p
     """A fresh copy of the start student, trained once over ``n_matches`` new teacher matches
     sampled from its scores (``pool_emb``: the start's embeddings of the pool, shared by every run)."""
     from distill.judges.base import Candidate, MatchView
-    from distill.judges.text_oracle import TextOracleJudge
+    from distill.judges.config import TextOracleConfig
     from distill.losses import PreferenceLoss
     from distill.sampling import sample_candidates
     from distill.student import Student
@@ -79,6 +79,7 @@ def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, p
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    teacher_judge = TextOracleConfig().build()  # the teacher jobs/distill.py uses, its defaults
     student = Student.load(start, train_towers="image")
     who = rng.choice(len(persona_texts), n_matches, replace=n_matches > len(persona_texts))
     texts = [persona_texts[i] for i in who]
@@ -86,7 +87,7 @@ def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, p
     cands = np.stack([sample_candidates(row, rng) for row in scores])  # PAD's bins and draws
     views = [MatchView(t, tuple(Candidate(str(i), title=pool_titles[i]) for i in c), seed=n)
              for n, (t, c) in enumerate(zip(texts, cands))]
-    teacher = torch.tensor(np.stack([j.scores for j in TextOracleJudge().judge(views)]), dtype=torch.float32)
+    teacher = torch.tensor(np.stack([j.scores for j in teacher_judge.judge(views)]), dtype=torch.float32)
 
     module = PreferenceModule(student.model, PreferenceLoss(loss, LOSS_SCALES[loss], learn_scale=False))
     opt = torch.optim.AdamW(student.trainable_parameters(), lr=lr, weight_decay=0.01)

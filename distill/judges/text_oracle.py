@@ -17,7 +17,7 @@ from distill.text_encoder import shared_encoder
 class TextOracleJudge(Judge):
     payload_columns = ("title",)
 
-    def __init__(self, temperature: float = 0.05, position_bias: float = 0.0, noise_std: float = 0.0,
+    def __init__(self, temperature: float, position_bias: float = 0.0, noise_std: float = 0.0,
                  model_path: str | None = None):
         if temperature <= 0:
             raise ValueError("temperature must be > 0")
