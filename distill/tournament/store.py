@@ -98,22 +98,23 @@ class RoundStore:
         name = f"{attempt_id}-{next(self._seq):06d}.parquet"
         storage.write_table_atomic(matches, storage.join(self._staging_dir(r), name), MATCH_SCHEMA)
 
-    def staged(self, r: int) -> pa.Table:
-        """Matches judged in round ``r`` but not yet committed, one row per match_key."""
+    def _read_staging(self, r: int, columns: list[str] | None = None) -> pa.Table:
         files = storage.list_files(self._staging_dir(r), ".parquet")
         if not files:
-            return MATCH_SCHEMA.empty_table()
-        table = pa.concat_tables([storage.read_table(f, schema=MATCH_SCHEMA) for f in files])
-        return first_per_key(table)
+            empty = MATCH_SCHEMA.empty_table()
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables([storage.read_table(f, columns=columns, schema=MATCH_SCHEMA) for f in files])
+
+    def staged(self, r: int) -> pa.Table:
+        """Matches judged in round ``r`` but not yet committed, one row per match_key."""
+        return first_per_key(self._read_staging(r))
 
     def staged_keys(self, r: int) -> set[str]:
         """The match keys already judged in round ``r``: what a resumed round skips.
 
         Reads the key column only; the whole rows are read once, at commit (``staged``).
         """
-        files = storage.list_files(self._staging_dir(r), ".parquet")
-        return {k for f in files
-                for k in storage.read_table(f, columns=["match_key"], schema=MATCH_SCHEMA)["match_key"].to_pylist()}
+        return set(self._read_staging(r, ["match_key"])["match_key"].to_pylist())
 
     # commits ---------------------------------------------------------------
     def commit_round(self, state: RunState, r: int, matches: pa.Table, survivors: pa.Table) -> None:
