@@ -9,7 +9,7 @@ engine decides (argmax or a seeded draw), averages position-permuted views, and 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -21,6 +21,10 @@ class Candidate:
     item_id: str
     title: str | None = None
     image: bytes | None = None
+
+
+# the catalog columns a judge may name in ``payload_columns``: what a Candidate carries besides its id
+CANDIDATE_FIELDS = frozenset(f.name for f in fields(Candidate)) - {"item_id"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class Judge(ABC):
     """Scores batches of match views. Subclasses set the class attributes below.
 
     ``payload_columns`` names the catalog columns the judge needs (``title`` for the text
-    oracle, ``image`` for a VLM); the engine ships only those to the judge actors.
+    oracle, ``image`` for a VLM; any of CANDIDATE_FIELDS); the engine ships only those to the
+    judge actors.
     """
 
     payload_columns: tuple[str, ...] = ()

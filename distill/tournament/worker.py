@@ -7,7 +7,6 @@ plain Arrow, never torch objects.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -15,13 +14,10 @@ import pyarrow as pa
 import ray
 from pydantic import TypeAdapter
 
-from distill.judges.base import Candidate, Judgement, MatchView
+from distill.judges.base import CANDIDATE_FIELDS, Candidate, Judgement, MatchView
 from distill.judges.config import JudgeConfig
 from distill.schemas import MATCH_SCHEMA
 from distill.seeding import rng_for, seed_for
-
-# the catalog columns a judge may read: what a Candidate carries besides its id
-CANDIDATE_FIELDS = frozenset(f.name for f in dataclasses.fields(Candidate)) - {"item_id"}
 
 
 def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements: list[Judgement],
