@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,9 @@ from torch import nn
 from distill import storage
 from distill.losses import LossKind, PreferenceLoss, anchor_penalty
 from distill.student import Student, StudentConfig, build_student
+
+if TYPE_CHECKING:
+    import ray.train
 
 PREF_EXAMPLE_SCHEMA = pa.schema(
     [
@@ -157,7 +160,7 @@ def _save_state(path: str, student: Student, module: PreferenceModule, opt, step
                 "history": history}, os.path.join(path, "state.pt"))
 
 
-def _resume(ckpt: Any, student_cfg: StudentConfig) -> tuple[Student, dict[str, Any] | None]:
+def _resume(ckpt: "ray.train.Checkpoint | None", student_cfg: StudentConfig) -> tuple[Student, dict[str, Any] | None]:
     """The student to train and the saved loop state: fresh from config, or rebuilt from a checkpoint.
 
     `as_directory` (not `to_directory`) so a resumed run reads the checkpoint in place instead of
