@@ -1,6 +1,6 @@
 """How far can teacher matches move the caption-pretrained demo student? An in-process probe.
 
-    python bench/distill_signal.py                          # ~15 min on 2 cores
+    python bench/distill_signal.py                          # ~7 min on 2 cores
     python bench/distill_signal.py --matches 256,768 --losses listwise_kl --json out.json
     python bench/distill_signal.py --start <student checkpoint> --matches ""   # probe another start
 
@@ -27,18 +27,19 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from distill.seeding import sample_indices  # noqa: E402
+from distill.seeding import sample_indices, sample_rows  # noqa: E402
+
+if TYPE_CHECKING:
+    from distill.judges.base import Judge
+    from distill.student import Student
 
 LOSS_SCALES = {"listwise_kl": 5.0, "plackett_luce": 5.0, "bt": 1.0}  # bt: PAD's raw cosine, no temperature
-
-
-def subsample(n: int, m: int | None, seed: int) -> np.ndarray:
-    return sample_indices(n, m, np.random.default_rng(seed))
 
 
 def mpr(scores: np.ndarray, winners: np.ndarray) -> float:
@@ -65,13 +66,13 @@ def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], tit
               f"{100 * pct[i]:.0f} of the student; student's top 3: {top}", flush=True)
 
 
-def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, pool_emb: np.ndarray,
-             pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
-             seed: int) -> tuple["object", dict]:
-    """A fresh copy of the start student, trained once over ``n_matches`` new teacher matches
-    sampled from its scores (``pool_emb``: the start's embeddings of the pool, shared by every run)."""
+def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool_pixels: torch.Tensor,
+             pool_emb: np.ndarray, pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
+             seed: int) -> tuple["Student", dict]:
+    """A fresh copy of the start student, trained once over ``n_matches`` new matches that
+    ``teacher_judge`` labels, sampled from its scores (``pool_emb``: the start's embeddings of the
+    pool, shared by every run)."""
     from distill.judges.base import Candidate, MatchView
-    from distill.judges.config import TextOracleConfig
     from distill.losses import PreferenceLoss
     from distill.sampling import sample_candidates
     from distill.student import Student
@@ -79,7 +80,6 @@ def one_pass(start: str, loss: str, n_matches: int, pool_pixels: torch.Tensor, p
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    teacher_judge = TextOracleConfig().build()  # the teacher jobs/distill.py uses, its defaults
     student = Student.load(start, train_towers="image")
     who = rng.choice(len(persona_texts), n_matches, replace=n_matches > len(persona_texts))
     texts = [persona_texts[i] for i in who]
@@ -137,11 +137,13 @@ def main() -> None:
     student = Student.load(start)
 
     train = datasets.read_catalog(root, split="train", columns=["item_id", "title", "image"])
-    train = train.take(subsample(train.num_rows, args.train_items, args.seed))
+    train = sample_rows(train, args.train_items, np.random.default_rng(args.seed))
+    train_titles = train["title"].to_pylist()
     val = datasets.read_catalog(root, split="val", columns=["item_id", "title", "image"])
-    val = val.take(subsample(val.num_rows, args.val_items, args.seed))
+    val = sample_rows(val, args.val_items, np.random.default_rng(args.seed))
     val_personas = datasets.read_personas(root, split="val")["text"].to_pylist()
-    val_personas = [val_personas[i] for i in subsample(len(val_personas), args.val_personas, args.seed)]
+    val_personas = [val_personas[i] for i in
+                    sample_indices(len(val_personas), args.val_personas, np.random.default_rng(args.seed))]
     train_personas = datasets.read_personas(root, split="train")["text"].to_pylist()
     print(f"train pool {train.num_rows} items, {len(train_personas)} personas; "
           f"val {len(val_personas)} personas x {val.num_rows} items", flush=True)
@@ -160,16 +162,17 @@ def main() -> None:
             {"model": "teacher ceiling (text oracle on titles)", "teacher_calls": None,
              "val_mpr": mpr(teacher_scores, winners)},
             {"model": "privileged linear read-out of the start's image embeddings", "teacher_calls": 0,
-             "val_mpr": linear_readout_bound(start_pool_emb, enc.encode(train["title"].to_pylist()),
+             "val_mpr": linear_readout_bound(start_pool_emb, enc.encode(train_titles),
                                              start_val_emb, persona_emb, winners)}]
     for row in rows:
         print(f"{row['model']:<62} val MPR {row['val_mpr']:6.2f}", flush=True)
     show_worst(start_scores, winners, val_personas, val["title"].to_pylist(), args.show_worst)
 
+    teacher_judge = cfg.judge.build()  # the teacher jobs/distill.py uses (its default: the text oracle)
     for loss in filter(None, args.losses.split(",")):
         for n in (int(x) for x in filter(None, args.matches.split(","))):
             t1 = time.time()
-            trained, stats = one_pass(start, loss, n, pool_pixels, start_pool_emb, train["title"].to_pylist(),
+            trained, stats = one_pass(start, teacher_judge, loss, n, pool_pixels, start_pool_emb, train_titles,
                                       train_personas, args.lr, args.batch_size, args.seed)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
             rows.append({"model": f"{loss}, one pass", "teacher_calls": n, "val_mpr": value, **stats,
