@@ -49,16 +49,17 @@ def test_paired_bootstrap_delta():
         paired_bootstrap_delta(hard, better[:-1])
 
 
+def _row(model: str, percentiles: list[float]) -> dict:
+    mpr = float(np.mean(percentiles)) if percentiles else 0.0
+    return {"model": model, "mpr": mpr, "median_percentile": mpr, "percentiles": percentiles,
+            **{f"hit@{k}": 0.0 for k in (1, 5, 20, 100)}}
+
+
 def test_table_shows_change_against_the_first_row():
-    rows = [{"model": "start", "mpr": 0.5, "median_percentile": 0.5, "percentiles": [0.4, 0.6],
-             **{f"hit@{k}": 0.0 for k in (1, 5, 20, 100)}},
-            {"model": "trained", "mpr": 0.6, "median_percentile": 0.6, "percentiles": [0.5, 0.7],
-             **{f"hit@{k}": 0.0 for k in (1, 5, 20, 100)}}]
-    add_paired_deltas(rows)
+    rows = add_paired_deltas([_row("start", [0.4, 0.6]), _row("trained", [0.5, 0.7])])
     assert "mpr_delta_vs_first" not in rows[0]
     assert rows[1]["mpr_delta_vs_first"]["pp"] == pytest.approx(10.0)
     assert rows[1]["mpr_delta_vs_first"]["ci95_pp"] == pytest.approx([10.0, 10.0])
     assert "+10.00 pp [+10.00, +10.00]" in format_table(rows).splitlines()[-1]
-    empty = [dict(r, percentiles=[]) for r in rows[:1]] + [dict(rows[1], percentiles=[])]
-    empty[1].pop("mpr_delta_vs_first")
-    assert "mpr_delta_vs_first" not in add_paired_deltas(empty)[1]  # no personas: no comparison
+    empty = add_paired_deltas([_row("start", []), _row("trained", [])])
+    assert "mpr_delta_vs_first" not in empty[1]  # no personas: no comparison
