@@ -42,6 +42,7 @@ def default_preset() -> CycleConfig:
 
 
 PRESETS = {"pad": pad_preset, "default": default_preset}
+START_ROW = "caption-pretrained"  # the start student's evaluation row; the side-by-side verdict looks it up
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -122,8 +123,9 @@ def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:
 
 
 def run(cfg: DistillJobConfig) -> dict:
-    from distill.evaluate import (add_paired_deltas, build_eval_set, evaluate_scores, evaluate_student,
-                                  format_table, plot_report, teacher_ceiling_scores)
+    from distill.evaluate import (CEILING_ROW, add_paired_deltas, build_eval_set, evaluate_scores,
+                                  evaluate_student, format_table, plot_report, side_by_side,
+                                  teacher_ceiling_scores)
 
     root, demo = resolve_root(cfg)
     out = cfg.output_uri()
@@ -138,17 +140,19 @@ def run(cfg: DistillJobConfig) -> dict:
                                    val=val, progress=cfg.progress, label=name)
     test = build_eval_set(root, "test", "test", ev.test_personas, ev.test_max_candidates, cfg.judge, cfg.pool,
                           ev.tournament, storage.join(out, "eval", "test-tournaments"), demo, progress=cfg.progress)
-    rows = [evaluate_student("caption-pretrained", start, test) | {"teacher_calls": 0}]
-    ceiling = evaluate_scores("teacher ceiling (titles)", teacher_ceiling_scores(test), test)
+    rows = [evaluate_student(START_ROW, start, test) | {"teacher_calls": 0}]
+    ceiling = evaluate_scores(CEILING_ROW, teacher_ceiling_scores(test), test)
     rows.append(ceiling | {"teacher_calls": 0})
     for name, res in results.items():
         rows.append(evaluate_student(name, res.checkpoint, test) | {"teacher_calls": res.teacher_calls})
     add_paired_deltas(rows)
+    verdict = side_by_side(rows, "default", "pad", start=START_ROW, ceiling=CEILING_ROW)
     curves = {name: [h["val"]["mpr"] for h in res.history if h.get("val")] for name, res in results.items()}
     plots = plot_report(rows, curves, storage.join(out, "eval"))
     report = {"rows": rows, "curves": curves, "plots": plots, "start_checkpoint": start,
               "checkpoints": {n: r.checkpoint for n, r in results.items()},
               "eval_teacher_calls": {"test": test.teacher_calls, "val": val.teacher_calls},
-              "table": format_table(rows), "output": out}
+              "table": format_table(rows), "output": out,
+              "side_by_side": verdict.model_dump(mode="json") if verdict else None}
     storage.write_json_atomic(report, storage.join(out, "eval", "report.json"))
     return report

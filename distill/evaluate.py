@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, computed_field
 
 from distill.metrics import percentile_rank, rank_of
 
 HIT_KS = (1, 5, 20, 100)
+CEILING_ROW = "teacher ceiling (titles)"  # the row of the teacher's own whole-catalog ranking
 
 
 def winner_metrics(scores: np.ndarray, targets: list[int] | np.ndarray, ks: tuple[int, ...] = HIT_KS) -> dict:
@@ -123,6 +125,64 @@ def add_paired_deltas(rows: list[dict]) -> list[dict]:
         mean, lo, hi = paired_bootstrap_delta(rows[0]["percentiles"], r["percentiles"])
         r["mpr_delta_vs_first"] = {"pp": 100 * mean, "ci95_pp": [100 * lo, 100 * hi], "vs": rows[0]["model"]}
     return rows
+
+
+class SideBySide(BaseModel):
+    """The side-by-side question of a distillation run, answered from its evaluation rows.
+
+    Does the challenger (our ``default``) beat the baseline (``pad``) while spending at most
+    ``max_calls_ratio`` of its teacher calls, and how much of the MPR gap between the start
+    student and the teacher's ceiling does it close? "Beats" means the paired bootstrap interval
+    of the MPR difference lies above zero: on a few dozen test personas a higher mean alone is
+    often persona noise.
+    """
+
+    challenger: str
+    baseline: str
+    delta_pp: float                 # challenger MPR - baseline MPR, mean over personas
+    ci95_pp: tuple[float, float]    # paired bootstrap interval of that difference
+    calls: tuple[int, int]          # teacher calls spent on training: challenger, baseline
+    max_calls_ratio: float
+    gap_closed: float | None        # (challenger - start) / (ceiling - start); None without a gap
+
+    @computed_field
+    @property
+    def beats(self) -> bool:
+        return self.ci95_pp[0] > 0
+
+    @computed_field
+    @property
+    def within_budget(self) -> bool:
+        return self.calls[0] <= self.max_calls_ratio * self.calls[1]
+
+    @computed_field
+    @property
+    def summary(self) -> str:
+        lo, hi = self.ci95_pp
+        verdict = "beats" if self.beats else ("loses to" if hi < 0 else "does not separate from")
+        budget = "within" if self.within_budget else "over"
+        gap = "" if self.gap_closed is None else f"; closes {100 * self.gap_closed:.0f}% of the start-to-ceiling gap"
+        return (f"{self.challenger} vs {self.baseline}: {self.delta_pp:+.2f} pp [{lo:+.2f}, {hi:+.2f}] -> "
+                f"{self.challenger} {verdict} {self.baseline}, at {self.calls[0]:,} vs {self.calls[1]:,} teacher calls "
+                f"({budget} the 1/{1 / self.max_calls_ratio:g} budget){gap}")
+
+
+def side_by_side(rows: list[dict], challenger: str, baseline: str, start: str, ceiling: str,
+                 max_calls_ratio: float = 0.25) -> SideBySide | None:
+    """Compare two rows of one evaluation (same personas, same winners); None when one is missing."""
+    from distill.metrics import paired_bootstrap_delta
+
+    by_name = {r["model"]: r for r in rows}
+    if challenger not in by_name or baseline not in by_name or not by_name[baseline].get("percentiles"):
+        return None
+    ch, base = by_name[challenger], by_name[baseline]
+    mean, lo, hi = paired_bootstrap_delta(base["percentiles"], ch["percentiles"])
+    gap = None
+    if start in by_name and ceiling in by_name and by_name[ceiling]["mpr"] > by_name[start]["mpr"]:
+        gap = (ch["mpr"] - by_name[start]["mpr"]) / (by_name[ceiling]["mpr"] - by_name[start]["mpr"])
+    return SideBySide(challenger=challenger, baseline=baseline, delta_pp=100 * mean, ci95_pp=(100 * lo, 100 * hi),
+                      calls=(ch.get("teacher_calls", 0), base.get("teacher_calls", 0)),
+                      max_calls_ratio=max_calls_ratio, gap_closed=gap)
 
 
 def format_table(rows: list[dict]) -> str:

@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     report = run(cfg)
     print()
     print(report["table"])
+    if report["side_by_side"]:
+        print(f"\n{report['side_by_side']['summary']}")
     print(f"\nteacher calls spent on evaluation labels: {report['eval_teacher_calls']}")
     print(f"report: {report['output']}/eval/report.json  plots: {', '.join(report['plots'])}")
 

@@ -41,8 +41,8 @@ class EvaluateJobConfig(BaseModel):
 def main(argv: list[str] | None = None) -> None:
     cfg = load_config(EvaluateJobConfig, argv)
     from distill import storage
-    from distill.evaluate import (add_paired_deltas, build_eval_set, evaluate_scores, evaluate_student,
-                                  format_table, plot_report, teacher_ceiling_scores)
+    from distill.evaluate import (CEILING_ROW, add_paired_deltas, build_eval_set, evaluate_scores,
+                                  evaluate_student, format_table, plot_report, teacher_ceiling_scores)
     from distill.world import ensure_world
 
     root, demo = (cfg.root, False) if cfg.root else (ensure_world(cfg.world), True)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                           progress=cfg.progress)
     rows = [evaluate_student(name, uri, test) for name, uri in cfg.checkpoints.items()]
     if cfg.ceiling:
-        rows.append(evaluate_scores("teacher ceiling (titles)", teacher_ceiling_scores(test), test))
+        rows.append(evaluate_scores(CEILING_ROW, teacher_ceiling_scores(test), test))
     add_paired_deltas(rows)
     plots = plot_report(rows, {}, cfg.output)
     table = format_table(rows)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.evaluate import EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report, winner_metrics
+from distill.evaluate import (EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report, side_by_side,
+                              winner_metrics)
 from distill.metrics import paired_bootstrap_delta
 
 
@@ -63,3 +64,22 @@ def test_table_shows_change_against_the_first_row():
     assert "+10.00 pp [+10.00, +10.00]" in format_table(rows).splitlines()[-1]
     empty = add_paired_deltas([_row("start", []), _row("trained", [])])
     assert "mpr_delta_vs_first" not in empty[1]  # no personas: no comparison
+
+
+def test_side_by_side_verdict():
+    rows = [_row("start", [0.4, 0.6, 0.5]), _row("ceiling", [1.0, 1.0, 1.0]),
+            _row("pad", [0.45, 0.65, 0.55]) | {"teacher_calls": 400},
+            _row("default", [0.6, 0.8, 0.7]) | {"teacher_calls": 100}]
+    v = side_by_side(rows, "default", "pad", start="start", ceiling="ceiling")
+    assert v.delta_pp == pytest.approx(15.0) and v.ci95_pp == pytest.approx((15.0, 15.0))
+    assert v.beats and v.within_budget and v.gap_closed == pytest.approx(0.4)  # (0.7 - 0.5) / (1 - 0.5)
+    dumped = v.model_dump(mode="json")
+    assert dumped["beats"] and dumped["within_budget"]
+    assert "default beats pad" in dumped["summary"] and "closes 40%" in dumped["summary"]
+
+    # more calls than a quarter of the baseline's, and a difference that changes sign across personas
+    rows[3] = _row("default", [0.6, 0.5, 0.55]) | {"teacher_calls": 101}
+    v = side_by_side(rows, "default", "pad", start="start", ceiling="ceiling")
+    assert not v.within_budget and not v.beats and v.ci95_pp[0] < 0 < v.ci95_pp[1]
+    assert "does not separate from" in v.summary and "over the 1/4 budget" in v.summary
+    assert side_by_side(rows, "default", "missing", start="start", ceiling="ceiling") is None
