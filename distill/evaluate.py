@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, computed_field
 
-from distill.metrics import percentile_rank, rank_of
+from distill.metrics import paired_bootstrap_delta, percentile_rank, rank_of
 
 HIT_KS = (1, 5, 20, 100)
 CEILING_ROW = "teacher ceiling (titles)"  # the row of the teacher's own whole-catalog ranking
@@ -117,8 +117,6 @@ def evaluate_scores(name: str, scores: np.ndarray, es: EvalSet) -> dict:
 def add_paired_deltas(rows: list[dict]) -> list[dict]:
     """Annotate every row after the first with its MPR change against the first row (the start
     student), in percentage points with a paired bootstrap 95% interval over the personas."""
-    from distill.metrics import paired_bootstrap_delta
-
     if not rows or not rows[0].get("percentiles"):
         return rows  # no personas evaluated: nothing to compare
     for r in rows[1:]:
@@ -170,8 +168,6 @@ class SideBySide(BaseModel):
 def side_by_side(rows: list[dict], challenger: str, baseline: str, start: str, ceiling: str,
                  max_calls_ratio: float = 0.25) -> SideBySide | None:
     """Compare two rows of one evaluation (same personas, same winners); None when one is missing."""
-    from distill.metrics import paired_bootstrap_delta
-
     by_name = {r["model"]: r for r in rows}
     if challenger not in by_name or baseline not in by_name or not by_name[baseline].get("percentiles"):
         return None
