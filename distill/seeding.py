@@ -30,7 +30,7 @@ def sample_indices(n: int, m: int | None, rng: np.random.Generator) -> np.ndarra
 
 
 def sample_rows(table: pa.Table, m: int | None, rng: np.random.Generator) -> pa.Table:
-    """``table`` cut to a seeded, order-keeping subsample of at most ``m`` rows (see sample_indices)."""
-    if not m or m >= table.num_rows:
-        return table
-    return table.take(sample_indices(table.num_rows, m, rng))
+    """``table`` cut to a seeded, order-keeping subsample of at most ``m`` rows (see sample_indices);
+    the table itself, not a copy, when nothing is cut."""
+    pick = sample_indices(table.num_rows, m, rng)
+    return table if len(pick) == table.num_rows else table.take(pick)

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import storage
+from distill.seeding import sample_indices
 
 INDEX_FORMAT_VERSION = 1
 
@@ -267,8 +268,8 @@ def _train_template(factory: str, dim: int, vectors: np.ndarray, cfg: IndexBuild
     if not index.is_trained:
         n = len(vectors)
         rng = np.random.default_rng(cfg.seed)
-        take = min(n, cfg.train_sample)
-        sample = vectors if take == n else vectors[np.sort(rng.choice(n, take, replace=False))]
+        pick = sample_indices(n, cfg.train_sample, rng)
+        sample = vectors if len(pick) == n else vectors[pick]  # no copy of a catalog small enough to use whole
         index.train(np.ascontiguousarray(sample))
     return index
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
+from distill.seeding import sample_indices
 from distill.world import icons
 
 MOTIF_GROUPS: tuple[str, ...] = ("animals-nature", "food-drink", "activities", "travel-places", "objects")
@@ -129,7 +130,7 @@ def draw_products(seed: int, n_products: int, split_fractions: tuple[float, floa
     rng = np.random.default_rng([seed, 0])
     n_held = int(round(heldout_motif_fraction * n_m))
     held = set(rng.choice(n_m, size=n_held, replace=False).tolist()) if n_held else set()
-    picks = np.sort(rng.choice(total, size=n_products, replace=False))
+    picks = sample_indices(total, n_products, rng)
     a_idx, rest = np.divmod(picks, n_m * n_c)
     m_idx, c_idx = np.divmod(rest, n_c)
     splits = _split_names(np.random.default_rng([seed, 1]), n_products, split_fractions)
