@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=3
 def test_distill_job_runs_both_presets_and_answers_side_by_side(ray_local, tmp_path, capsys):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("distill_job_entry", "jobs/distill.py")
+    spec = importlib.util.spec_from_file_location("distill_job_entry", Path(__file__).parents[1] / "jobs" / "distill.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     out = tmp_path / "run"
