@@ -29,6 +29,10 @@ class PretrainConfig(BaseModel):
 
     student: StudentConfig = Field(default_factory=StudentConfig, description="the student to pretrain (its start weights)")
     split: Split = Field("train", description="catalog split whose image-title pairs are used")
+    caption_template: str | None = Field(None, description=(
+        "caption per item instead of its title: a str.format template over `title` and the item's "
+        "attributes, e.g. '{article} with a {motif} print' (the demo world's titles without the colour); "
+        "empty = the title"))
     max_items: int | None = Field(4096, ge=2, description="seeded subsample of the split (pixels are cached in memory); empty = all")
     steps: int = Field(100, ge=1, description="optimiser steps")
     batch_size: int = Field(128, ge=2, description="pairs per step (in-batch negatives)")
@@ -38,6 +42,28 @@ class PretrainConfig(BaseModel):
     seed: int = Field(0, description="subsample, init and batch order seed")
     threads: int = Field(2, ge=1, description="torch intra-op threads")
     log_every: int = Field(25, ge=1, description="print the loss every N steps")
+
+
+def captions(catalog, template: str | None) -> list[str]:
+    """The text side of each image-caption pair: the title, or ``template`` filled per item.
+
+    Why a template: a catalog's titles may say everything a teacher reads, leaving distillation
+    nothing to add; captions built from fewer fields emulate literal captions that leave out
+    what a VLM teacher sees in the image.
+    """
+    titles = catalog["title"].to_pylist()
+    if template is None:
+        return titles
+    attrs = catalog["attributes"].to_pylist() if "attributes" in catalog.column_names else [None] * len(titles)
+    out = []
+    for title, pairs in zip(titles, attrs):
+        fields = {"title": title, **dict(pairs or [])}
+        try:
+            out.append(template.format(**fields))
+        except KeyError as err:
+            raise ValueError(f"caption_template {template!r} names {err.args[0]!r}, a field the item does not have; "
+                             f"it has {sorted(fields)}") from None
+    return out
 
 
 def _pixels(student: Student, images: list[bytes], chunk: int = 512) -> torch.Tensor:
@@ -51,10 +77,11 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     student = build_student(cfg.student)
-    catalog = datasets.read_catalog(root, split=cfg.split, columns=["item_id", "title", "image"])
+    columns = ["item_id", "title", "image"] + (["attributes"] if cfg.caption_template else [])
+    catalog = datasets.read_catalog(root, split=cfg.split, columns=columns)
     rng = np.random.default_rng(cfg.seed)
     catalog = sample_rows(catalog, cfg.max_items, rng)
-    titles = catalog["title"].to_pylist()
+    titles = captions(catalog, cfg.caption_template)
     pixels = _pixels(student, catalog["image"].to_pylist())
     text_frozen = student.cfg.train_towers == "image"
     text_feats = torch.from_numpy(student.encode_texts(titles)) if text_frozen else None

@@ -1,0 +1,42 @@
+"""Caption pretraining's text side: titles, or captions built from the item's attributes."""
+
+import pyarrow as pa
+import pytest
+
+from distill.pretrain import PretrainConfig, captions
+from distill.schemas import CATALOG_SCHEMA
+
+
+def _catalog() -> pa.Table:
+    return pa.table({
+        "item_id": ["p-1", "p-2"],
+        "title": ["green tote bag with a sunflower print", "red mug with an owl print"],
+        "image": [b"", b""],
+        "split": ["train", "train"],
+        "attributes": [[("article", "tote bag"), ("motif", "sunflower"), ("colour", "green")],
+                       [("article", "mug"), ("motif", "owl"), ("colour", "red")]],
+    }, schema=CATALOG_SCHEMA)
+
+
+def test_captions_are_titles_by_default_or_filled_from_attributes():
+    table = _catalog()
+    assert captions(table, None) == table["title"].to_pylist()
+    # the demo's colour-free captions: the teacher still reads the whole title
+    assert captions(table, "{article} with a {motif} print") == ["tote bag with a sunflower print",
+                                                                 "mug with a owl print"]
+    assert captions(table, "{title}; {colour}") == ["green tote bag with a sunflower print; green",
+                                                    "red mug with an owl print; red"]
+
+
+def test_caption_template_naming_a_missing_field_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"names 'material'.*\['article', 'colour', 'motif', 'title'\]"):
+        captions(_catalog(), "{material} {article}")
+    with pytest.raises(ValueError, match="names 'article'"):
+        captions(_catalog().drop_columns(["attributes"]), "{article}")
+
+
+def test_pretrain_config_takes_a_template_from_the_command_line_syntax():
+    from distill.config import build_config
+
+    cfg = build_config(PretrainConfig, None, ["caption_template='{article} with a {motif} print'"])
+    assert cfg.caption_template == "{article} with a {motif} print"
