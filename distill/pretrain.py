@@ -9,12 +9,15 @@ per step.
 
 from __future__ import annotations
 
+import collections
 import math
+import string
 import time
 
 import numpy as np
+import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill import datasets, storage
 from distill.seeding import sample_rows
@@ -43,8 +46,26 @@ class PretrainConfig(BaseModel):
     threads: int = Field(2, ge=1, description="torch intra-op threads")
     log_every: int = Field(25, ge=1, description="print the loss every N steps")
 
+    @field_validator("caption_template")
+    @classmethod
+    def _named_fields_only(cls, template: str | None) -> str | None:
+        """Refuse a malformed template or a positional field ('{}', '{0}') before any work starts."""
+        if template is None:
+            return None
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        except ValueError as err:
+            raise ValueError(f"caption_template {template!r} is not a str.format template: {err}") from None
+        if any(not name or name[0].isdigit() for name in names):
+            raise ValueError(f"caption_template {template!r} must name its fields ('{{title}}', '{{motif}}'), not number them")
+        try:
+            template.format_map(collections.defaultdict(str))  # conversions ('!r') and format specs
+        except ValueError as err:
+            raise ValueError(f"caption_template {template!r} is not a str.format template: {err}") from None
+        return template
 
-def captions(catalog, template: str | None) -> list[str]:
+
+def captions(catalog: pa.Table, template: str | None) -> list[str]:
     """The text side of each image-caption pair: the title, or ``template`` filled per item.
 
     Why a template: a catalog's titles may say everything a teacher reads, leaving distillation
@@ -81,11 +102,11 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
     catalog = datasets.read_catalog(root, split=cfg.split, columns=columns)
     rng = np.random.default_rng(cfg.seed)
     catalog = sample_rows(catalog, cfg.max_items, rng)
-    titles = captions(catalog, cfg.caption_template)
+    texts = captions(catalog, cfg.caption_template)
     pixels = _pixels(student, catalog["image"].to_pylist())
     text_frozen = student.cfg.train_towers == "image"
-    text_feats = torch.from_numpy(student.encode_texts(titles)) if text_frozen else None
-    tokens = None if text_frozen else student.tokenize(titles)
+    text_feats = torch.from_numpy(student.encode_texts(texts)) if text_frozen else None
+    tokens = None if text_frozen else student.tokenize(texts)
 
     import open_clip
 

@@ -40,3 +40,11 @@ def test_pretrain_config_takes_a_template_from_the_command_line_syntax():
 
     cfg = build_config(PretrainConfig, None, ["caption_template='{article} with a {motif} print'"])
     assert cfg.caption_template == "{article} with a {motif} print"
+
+
+@pytest.mark.parametrize("template", ["{} print", "{0} print", "{article print", "{article!z}"])
+def test_malformed_or_positional_templates_are_refused_at_config_time(template):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="caption_template"):
+        PretrainConfig(caption_template=template)
