@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import math
-import string
 import time
 
 import numpy as np
@@ -49,19 +48,15 @@ class PretrainConfig(BaseModel):
     @field_validator("caption_template")
     @classmethod
     def _named_fields_only(cls, template: str | None) -> str | None:
-        """Refuse a malformed template or a positional field ('{}', '{0}') before any work starts."""
-        if template is None:
+        """Refuse a malformed template or a positional field ('{}', '{0}') before any work starts;
+        an empty template means the title, as the description says."""
+        if not template:
             return None
-        try:
-            names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        try:  # a dry fill: str.format itself rejects positional fields, bad conversions and specs
+            template.format_map(collections.defaultdict(str))
         except ValueError as err:
-            raise ValueError(f"caption_template {template!r} is not a str.format template: {err}") from None
-        if any(not name or name[0].isdigit() for name in names):
-            raise ValueError(f"caption_template {template!r} must name its fields ('{{title}}', '{{motif}}'), not number them")
-        try:
-            template.format_map(collections.defaultdict(str))  # conversions ('!r') and format specs
-        except ValueError as err:
-            raise ValueError(f"caption_template {template!r} is not a str.format template: {err}") from None
+            raise ValueError(f"caption_template {template!r} is not a str.format template over named "
+                             f"fields: {err}") from None
         return template
 
 
@@ -148,6 +143,7 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
                   f"scale {model.logit_scale.exp().item():.1f} ({time.time() - t0:.0f} s)", flush=True)
     ckpt_id = student.save(output, extra={"pretrain": cfg.model_dump(mode="json"), "final_loss": losses[-1]})
     report = {"checkpoint": output, "checkpoint_id": ckpt_id, "items": n, "steps": cfg.steps,
+              "caption_examples": texts[:3],
               "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:])), "seconds": time.time() - t0}
     storage.write_json_atomic(report, storage.join(output, "pretrain_report.json"))
     return report
