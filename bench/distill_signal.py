@@ -68,7 +68,7 @@ def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], tit
 
 def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool_pixels: torch.Tensor,
              pool_emb: np.ndarray, pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
-             seed: int) -> tuple["Student", dict]:
+             seed: int, towers: str = "image", epochs: int = 1) -> tuple["Student", dict]:
     """A fresh copy of the start student, trained once over ``n_matches`` new matches that
     ``teacher_judge`` labels, sampled from its scores (``pool_emb``: the start's embeddings of the
     pool, shared by every run)."""
@@ -80,7 +80,7 @@ def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    student = Student.load(start, train_towers="image")
+    student = Student.load(start, train_towers=towers)
     who = rng.choice(len(persona_texts), n_matches, replace=n_matches > len(persona_texts))
     texts = [persona_texts[i] for i in who]
     scores = student.encode_texts(texts) @ pool_emb.T
@@ -93,7 +93,7 @@ def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool
     opt = torch.optim.AdamW(student.trainable_parameters(), lr=lr, weight_decay=0.01)
     student.train_mode()
     losses, agree = [], []
-    for lo in range(0, n_matches, batch_size):
+    for lo in [lo for _ in range(epochs) for lo in range(0, n_matches, batch_size)]:
         sl = slice(lo, lo + batch_size)
         pixels = pool_pixels[torch.from_numpy(cands[sl])].float()
         value, s = module(pixels, student.tokenize(texts[sl]), teacher[sl], None)
@@ -114,7 +114,9 @@ def main() -> None:
     ap.add_argument("--val-personas", type=int, default=200)
     ap.add_argument("--val-items", type=int, default=2048)
     ap.add_argument("--train-items", type=int, default=4096, help="train catalog items the sampler draws from")
-    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--lr", type=float, help="AdamW lr; default: the `default` preset's (jobs/distill.py)")
+    ap.add_argument("--epochs", type=int, default=1, help="passes over each budget's matches")
+    ap.add_argument("--towers", default="image", choices=["image", "text", "both"], help="which student towers train")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -131,6 +133,7 @@ def main() -> None:
 
     t0 = time.time()
     cfg = DistillJobConfig()
+    args.lr = args.lr or cfg.default.train.lr
     root, _ = resolve_root(cfg)
     start = args.start or ensure_pretrained(cfg, root)  # default: the same cached start as jobs/distill.py
     enc = shared_encoder()
@@ -173,7 +176,7 @@ def main() -> None:
         for n in (int(x) for x in filter(None, args.matches.split(","))):
             t1 = time.time()
             trained, stats = one_pass(start, teacher_judge, loss, n, pool_pixels, start_pool_emb, train_titles,
-                                      train_personas, args.lr, args.batch_size, args.seed)
+                                      train_personas, args.lr, args.batch_size, args.seed, args.towers, args.epochs)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
             rows.append({"model": f"{loss}, one pass", "teacher_calls": n, "val_mpr": value, **stats,
                          "seconds": round(time.time() - t1, 1)})

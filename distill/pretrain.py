@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -57,7 +58,23 @@ class PretrainConfig(BaseModel):
         except ValueError as err:
             raise ValueError(f"caption_template {template!r} is not a str.format template over named "
                              f"fields: {err}") from None
+        except (IndexError, AttributeError, TypeError):
+            pass  # '{article[0]}' parses; whether the items' values allow it is captions()' question
         return template
+
+
+def with_demo_captions(pretrain: Any) -> Any:
+    """A config's raw ``pretrain`` section with the demo world's caption template filled in where
+    it names none: a job without a dataset root pretrains on the demo world, whose captions leave
+    out the colour (``DEMO_CAPTION_TEMPLATE``). ``caption_template=''`` still means the titles.
+    A validated PretrainConfig passes unchanged: it was built deliberately."""
+    from distill.world.catalog import DEMO_CAPTION_TEMPLATE
+
+    if pretrain is None:
+        return {"caption_template": DEMO_CAPTION_TEMPLATE}
+    if isinstance(pretrain, dict) and "caption_template" not in pretrain:
+        return {**pretrain, "caption_template": DEMO_CAPTION_TEMPLATE}
+    return pretrain
 
 
 def captions(catalog: pa.Table, template: str | None) -> list[str]:
@@ -79,6 +96,8 @@ def captions(catalog: pa.Table, template: str | None) -> list[str]:
         except KeyError as err:
             raise ValueError(f"caption_template {template!r} names {err.args[0]!r}, a field the item does not have; "
                              f"it has {sorted(fields)}") from None
+        except (IndexError, AttributeError, TypeError) as err:
+            raise ValueError(f"caption_template {template!r} does not fit item {fields}: {err}") from None
     return out
 
 

@@ -1,6 +1,7 @@
-"""Caption-pretrain the student on the train catalog's image-title pairs (open_clip's ClipLoss).
+"""Caption-pretrain the student on the train catalog's image-caption pairs (open_clip's ClipLoss).
 
-    python jobs/pretrain.py                                   # the demo world, demo student, ~minutes on 2 cores
+    python jobs/pretrain.py                                   # the demo world (colour-free captions), ~2 min on 2 cores
+    python jobs/pretrain.py caption_template=''               # the demo world's whole titles as captions
     python jobs/pretrain.py steps=1000 output=s3://bucket/students/pretrained
     ray job submit --working-dir . -- python jobs/pretrain.py --config configs/pretrain.yaml
 
@@ -12,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import ConfigDict, Field  # noqa: E402
+from pydantic import ConfigDict, Field, model_validator  # noqa: E402
 
 from distill.config import load_config  # noqa: E402
-from distill.pretrain import PretrainConfig, caption_pretrain  # noqa: E402
+from distill.pretrain import PretrainConfig, caption_pretrain, with_demo_captions  # noqa: E402
 from distill.world import WorldConfig  # noqa: E402
 
 
@@ -26,6 +27,12 @@ class PretrainJobConfig(PretrainConfig):
     root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
     world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
     output: str | None = Field(None, description="checkpoint URI; empty = $PERSONA_DISTILL_HOME/students/pretrained-<world hash>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_captions(cls, data):
+        """Without a dataset root: the demo world and its colour-free captions (as jobs/distill.py)."""
+        return with_demo_captions(data) if isinstance(data, dict) and not data.get("root") else data
 
 
 def default_output(cfg: PretrainJobConfig) -> str:

@@ -50,8 +50,44 @@ def test_malformed_or_positional_templates_are_refused_at_config_time(template):
         PretrainConfig(caption_template=template)
 
 
+def test_a_template_indexing_into_a_field_is_checked_against_the_items():
+    cfg = PretrainConfig(caption_template="{article[0]}: {title}")  # parses; the empty dry fill cannot index
+    assert captions(_catalog(), cfg.caption_template)[0] == "t: green tote bag with a sunflower print"
+    with pytest.raises(ValueError, match=r"does not fit item .*string index out of range"):
+        captions(_catalog(), "{article[9]}")
+
+
 def test_empty_template_means_the_title():
     assert PretrainConfig(caption_template="").caption_template is None
+
+
+def _pretrain_job_config():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("pretrain_entry", Path(__file__).parents[1] / "jobs" / "pretrain.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    return entry.PretrainJobConfig
+
+
+@pytest.mark.parametrize("job", ["distill", "pretrain"])
+def test_the_demo_world_pretrains_on_colour_free_captions_unless_told_otherwise(job):
+    """Both jobs pretrain the same baseline: on the demo world (no root) the captions leave out the
+    colour; any other field override keeps that; '' asks for the titles; a dataset root gets titles
+    (its items need not have the demo's attributes)."""
+    from distill.config import build_config
+    from distill.distill_job import DistillJobConfig
+    from distill.world.catalog import DEMO_CAPTION_TEMPLATE
+
+    cls, prefix = (DistillJobConfig, "pretrain.") if job == "distill" else (_pretrain_job_config(), "")
+    template = (lambda c: c.pretrain.caption_template) if job == "distill" else (lambda c: c.caption_template)
+    assert DEMO_CAPTION_TEMPLATE == "{article} with a {motif} print"
+    assert template(build_config(cls, None, [])) == DEMO_CAPTION_TEMPLATE
+    assert template(build_config(cls, None, [f"{prefix}steps=4"])) == DEMO_CAPTION_TEMPLATE
+    assert template(build_config(cls, None, [f"{prefix}caption_template=''"])) is None
+    assert template(build_config(cls, None, [f"{prefix}caption_template='{{title}}!'"])) == "{title}!"
+    assert template(build_config(cls, None, ["root=/data/shop"])) is None
 
 
 def test_caption_pretrain_trains_on_the_templated_captions(tmp_path):

@@ -87,6 +87,13 @@ def product_title(article: Article, motif: icons.Icon, colour: str) -> str:
     return f"{colour} {article.name} with {indefinite(motif.name)} print"
 
 
+# The demo's pretraining captions: a title without its colour. The demo teacher reads whole titles,
+# so a student caption-pretrained on them already knows everything the teacher does; leaving the
+# colour out of the captions gives the teacher privileged knowledge, as a VLM's is over literal
+# product captions (README, "Where the result stands").
+DEMO_CAPTION_TEMPLATE = "{article} with a {motif} print"
+
+
 def product_id(article: Article, motif: icons.Icon, colour: str) -> str:
     """Stable across seeds and sizes: the same product always has the same id."""
     return f"p-{article.key}-{motif.hex}-{colour}"
