@@ -22,7 +22,7 @@ from distill import datasets, storage
 from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
 from distill.sampling import SamplerConfig, sample_candidates
 from distill.seeding import rng_for, sample_rows
-from distill.student import Student, StudentConfig
+from distill.student import STUDENT_JSON, Student, StudentConfig
 from distill.train import TrainConfig, examples_table, preference_dataset, train_preferences
 
 
@@ -65,6 +65,37 @@ def _val(student: Student, val: EvalSet | None) -> dict | None:
     return winner_metrics(student_scores(student, val.persona_texts, emb), val.winners)
 
 
+# how the work is spread, not what is learnt: these may change between a run and its resume
+_EXECUTION_FIELDS = {"num_workers", "use_gpu", "amp", "cpus_per_worker", "data_cpus", "max_failures",
+                     "torch_threads", "report_every_steps"}
+
+
+def recipe(cfg: CycleConfig) -> dict:
+    """The preset as it decides results (cycles may grow: a resume can add cycles to a finished run)."""
+    out = cfg.model_dump(mode="json", exclude={"cycles"})
+    out["train"] = {k: v for k, v in out["train"].items() if k not in _EXECUTION_FIELDS}
+    return out
+
+
+def start_checkpoint_id(checkpoint: str) -> str:
+    """The start's content id (a copied checkpoint is the same start)."""
+    return storage.read_json(storage.join(checkpoint, STUDENT_JSON))["checkpoint_id"]
+
+
+def check_resumable(start: dict, cfg: CycleConfig, start_checkpoint: str, output: str) -> None:
+    """Refuse to resume ``output`` with another recipe or start: its saved cycles would be mixed
+    into a result they were not made for. (Runs from before the recipe was recorded pass.)"""
+    start_id = start_checkpoint_id(start_checkpoint)
+    if start.get("start_id", start_id) != start_id:
+        raise ValueError(f"{output} was started from another checkpoint ({start.get('checkpoint')}) than "
+                         f"{start_checkpoint}; use another output to distil from a different start")
+    saved, now = start.get("recipe"), recipe(cfg)
+    if saved is not None and saved != now:
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise ValueError(f"{output} holds cycles of another recipe (differs in {diff}); "
+                         "use another output, or the recipe it was run with")
+
+
 def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
                val: EvalSet | None = None, progress: bool = True, label: str = "") -> CycleResult:
     from distill.tournament import TournamentConfig, TournamentSpec, run_tournaments
@@ -81,9 +112,10 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
     start_meta = storage.join(output, "start.json")
     if storage.exists(start_meta):
         history = [storage.read_json(start_meta)]
+        check_resumable(history[0], cfg, start_checkpoint, output)
     else:
         history = [{"cycle": 0, "checkpoint": start_checkpoint, "val": _val(Student.load(start_checkpoint), val),
-                    "teacher_calls": 0}]
+                    "teacher_calls": 0, "recipe": recipe(cfg), "start_id": start_checkpoint_id(start_checkpoint)}]
         storage.write_json_atomic(history[0], start_meta)
     if history[0]["val"]:
         log(f"start: val MPR {100 * history[0]['val']['mpr']:.2f}%")

@@ -38,4 +38,12 @@ def test_cycle_raises_validation_mpr_and_reruns_free(ray_local, tmp_path):
     # a rerun finds the finished cycle: no teacher call, no training
     again = run_cycles(cfg, root, start_uri, out, judge, pool, val=val, progress=False)
     assert again.checkpoint == res.checkpoint and again.teacher_calls == 192
+    # spreading the work differently resumes; another recipe or start is refused, not mixed in
+    wider = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 2})})
+    assert run_cycles(wider, root, start_uri, out, judge, pool, val=val, progress=False).checkpoint == res.checkpoint
+    other = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": 1e-4})})
+    with pytest.raises(ValueError, match=r"another recipe \(differs in \['train'\]\)"):
+        run_cycles(other, root, start_uri, out, judge, pool, val=val, progress=False)
+    with pytest.raises(ValueError, match="started from another checkpoint"):
+        run_cycles(cfg, root, res.checkpoint, out, judge, pool, val=val, progress=False)
     assert storage.exists(storage.join(out, "cycle-001", "judge"))
