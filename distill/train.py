@@ -7,7 +7,7 @@ Pipeline:
 2. ``preference_dataset``: a Ray Data dataset over those rows whose ``map_batches`` decodes and
    preprocesses the images with open_clip's transform and tokenizes the persona on CPU workers.
 3. ``train_preferences``: a ``TorchTrainer`` whose workers read their shard with
-   ``get_dataset_shard("train").iter_torch_batches`` (a seeded local shuffle every epoch), wrap
+   ``get_dataset_shard("train").iter_torch_batches`` (optionally a seeded local shuffle every epoch), wrap
    student + loss with ``prepare_model`` (DDP), and ``ray.train.report`` metrics with a checkpoint every epoch (or N steps). Rerunning
    with the same ``run_name`` and ``storage_path`` resumes from the last checkpoint (step count,
    optimiser state, metric history); ``FailureConfig(max_failures)`` restarts crashed workers.
@@ -61,10 +61,10 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(1.0, description="max grad norm (PAD: 1.0); empty = no clipping")
     epochs: int = Field(2, ge=1, description="passes over the examples")
     batch_size: int = Field(32, ge=1, description="global batch (matches per optimiser step), split over workers")
-    shuffle_buffer: int | None = Field(1024, ge=2, description=(
+    shuffle_buffer: int | None = Field(None, ge=2, description=(
         "examples each worker shuffles its shard through, in a new seeded order every epoch (Ray Data's local "
         "shuffle; each buffered example holds k preprocessed images, ~250 kB at 64 px, k = 5); empty = the stored "
-        "order, which cost the demo default about a point of validation MPR"))
+        "order. The distill presets use 1024: the stored order cost the demo default about a point"))
     report_every_steps: int | None = Field(None, ge=1, description="report + checkpoint every N steps as well as each epoch")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks)")
     use_gpu: bool = Field(False, description="one GPU per worker; backend becomes NCCL")
