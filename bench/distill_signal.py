@@ -178,9 +178,10 @@ def main() -> None:
             trained, stats = one_pass(start, teacher_judge, loss, n, pool_pixels, start_pool_emb, train_titles,
                                       train_personas, args.lr, args.batch_size, args.seed, args.towers, args.epochs)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
-            rows.append({"model": f"{loss}, one pass", "teacher_calls": n, "val_mpr": value, **stats,
+            passes = "one pass" if args.epochs == 1 else f"{args.epochs} passes"
+            rows.append({"model": f"{loss}, {passes}", "towers": args.towers, "teacher_calls": n, "val_mpr": value, **stats,
                          "seconds": round(time.time() - t1, 1)})
-            print(f"{loss + ', one pass over ' + str(n) + ' fresh matches':<62} val MPR {value:6.2f} "
+            print(f"{loss + ', ' + passes + ' over ' + str(n) + ' fresh matches':<62} val MPR {value:6.2f} "
                   f"({value - start_mpr:+.2f}; in-match top-1 agreement {stats['top1_agreement_in_match']:.2f}, "
                   f"{time.time() - t1:.0f} s)", flush=True)
 
