@@ -65,15 +65,10 @@ def _val(student: Student, val: EvalSet | None) -> dict | None:
     return winner_metrics(student_scores(student, val.persona_texts, emb), val.winners)
 
 
-# how the work is spread, not what is learnt: these may change between a run and its resume
-_EXECUTION_FIELDS = {"num_workers", "use_gpu", "amp", "cpus_per_worker", "data_cpus", "max_failures",
-                     "torch_threads", "report_every_steps"}
-
-
 def recipe(cfg: CycleConfig) -> dict:
     """The preset as it decides results (cycles may grow: a resume can add cycles to a finished run)."""
     out = cfg.model_dump(mode="json", exclude={"cycles"})
-    out["train"] = {k: v for k, v in out["train"].items() if k not in _EXECUTION_FIELDS}
+    out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.EXECUTION_FIELDS}
     return out
 
 

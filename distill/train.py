@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ from distill.losses import LossKind, PreferenceLoss, anchor_penalty
 from distill.student import Student, StudentConfig, build_student
 
 if TYPE_CHECKING:
+    import ray.data
     import ray.train
 
 PREF_EXAMPLE_SCHEMA = pa.schema(
@@ -51,6 +52,10 @@ class TrainConfig(BaseModel):
     """How one training stage runs: loss, optimiser, scale-out, checkpoints."""
 
     model_config = ConfigDict(extra="forbid")
+    # how the work is spread, not what is learnt: a run may resume with other values of these
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "num_workers", "use_gpu", "amp", "cpus_per_worker", "data_cpus", "max_failures", "torch_threads",
+        "report_every_steps"})
 
     loss: LossKind = Field("listwise_kl", description="bt (PAD) | listwise_kl | plackett_luce")
     init_scale: float = Field(20.0, gt=0, description="initial inverse temperature on cosine scores (1.0 = PAD's raw cosines)")
@@ -226,9 +231,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         student.train_mode(student.model)
         loss_sum, n = 0.0, 0
         epoch_t0 = time.perf_counter()
-        shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer, "local_shuffle_seed": cfg.seed * 100_003 + epoch} \
-            if cfg.shuffle_buffer else {}
-        for batch in shard.iter_torch_batches(batch_size=local_bs, device=device, **shuffle):
+        for batch in epoch_batches(shard, cfg, epoch, local_bs, device):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and cfg.use_gpu):
                 loss, _ = ddp(batch["pixels"], batch["tokens"], batch["teacher"], batch["mask"])
             total = loss
@@ -246,6 +249,16 @@ def _train_loop(config: dict[str, Any]) -> None:
             if cfg.report_every_steps and step % cfg.report_every_steps == 0:
                 report(epoch, loss_sum, n, final_of_epoch=False)
         report(epoch, loss_sum, n, final_of_epoch=True)
+
+
+def epoch_batches(shard: ray.data.DataIterator, cfg: TrainConfig, epoch: int, batch_size: int,
+                  device: torch.device | str = "cpu"):
+    """One epoch of a worker's shard as torch batches: the stored order, or (with ``shuffle_buffer``)
+    Ray Data's local shuffle with a seed per epoch, so every epoch sees another order. (The seed
+    formula is kept as the README's runs used it; any per-epoch seed would do.)"""
+    shuffle = {"local_shuffle_buffer_size": cfg.shuffle_buffer,
+               "local_shuffle_seed": cfg.seed * 100_003 + epoch} if cfg.shuffle_buffer else {}
+    return shard.iter_torch_batches(batch_size=batch_size, device=device, **shuffle)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Ray Train: 2-worker DDP matches 1 worker on the same global batch; rerunning a run name resumes."""
+"""Ray Train: 2-worker DDP matches 1 worker on the same global batch; rerunning a run name resumes;
+a worker's epochs read its shard in the stored or a seeded shuffled order."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 from distill.student import StudentConfig, build_student
-from distill.train import PREF_EXAMPLE_SCHEMA, TrainConfig, preference_dataset, train_preferences
+from distill.train import PREF_EXAMPLE_SCHEMA, TrainConfig, epoch_batches, preference_dataset, train_preferences
 
 
 def _png(rgb) -> bytes:
@@ -29,6 +30,25 @@ def _examples(n: int = 16, k: int = 5) -> pa.Table:
         "images": [[_png(rng.integers(0, 255, 3)) for _ in range(k)] for _ in range(n)],
         "teacher": [list(rng.dirichlet(np.ones(k)).astype(np.float32)) for _ in range(n)],
     }, schema=PREF_EXAMPLE_SCHEMA)
+
+
+def test_epoch_batches_stored_order_or_a_seeded_shuffle_per_epoch(ray_local):
+    ds = ray_local.data.range(300, override_num_blocks=1)  # one block: Ray Data's block order cannot vary
+
+    def order(cfg: TrainConfig, epoch: int) -> list[int]:
+        return [int(i) for batch in epoch_batches(ds.iterator(), cfg, epoch, batch_size=32) for i in batch["id"]]
+
+    assert order(TrainConfig(), 0) == order(TrainConfig(), 1) == list(range(300))
+    shuffled = TrainConfig(shuffle_buffer=64)
+    first, again, second = order(shuffled, 0), order(shuffled, 0), order(shuffled, 1)
+    assert sorted(first) == sorted(second) == list(range(300))  # every example, once per epoch
+    assert first != list(range(300)) and first != second        # another order each epoch
+    assert first == again                                       # seeded: a rerun sees the same orders
+    assert order(TrainConfig(shuffle_buffer=64, seed=1), 0) != first
+
+
+def test_execution_fields_are_train_config_fields():
+    assert TrainConfig.EXECUTION_FIELDS < set(TrainConfig.model_fields)
 
 
 @pytest.mark.slow
