@@ -37,6 +37,7 @@ from distill.seeding import sample_indices, sample_rows  # noqa: E402
 
 if TYPE_CHECKING:
     from distill.judges.base import Judge
+    from distill.sampling import SamplerConfig
     from distill.student import Student
 
 LOSS_SCALES = {"listwise_kl": 5.0, "plackett_luce": 5.0, "bt": 1.0}  # bt: PAD's raw cosine, no temperature
@@ -68,7 +69,8 @@ def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], tit
 
 def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool_pixels: torch.Tensor,
              pool_emb: np.ndarray, pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
-             seed: int, towers: str = "image", epochs: int = 1) -> tuple["Student", dict]:
+             seed: int, towers: str = "image", epochs: int = 1,
+             sampler: "SamplerConfig | None" = None) -> tuple["Student", dict]:
     """A fresh copy of the start student, trained once over ``n_matches`` new matches that
     ``teacher_judge`` labels, sampled from its scores (``pool_emb``: the start's embeddings of the
     pool, shared by every run)."""
@@ -84,7 +86,7 @@ def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool
     who = rng.choice(len(persona_texts), n_matches, replace=n_matches > len(persona_texts))
     texts = [persona_texts[i] for i in who]
     scores = student.encode_texts(texts) @ pool_emb.T
-    cands = np.stack([sample_candidates(row, rng) for row in scores])  # PAD's bins and draws
+    cands = np.stack([sample_candidates(row, rng, sampler) for row in scores])  # PAD's bins (and draws unless given)
     views = [MatchView(t, tuple(Candidate(str(i), title=pool_titles[i]) for i in c), seed=n)
              for n, (t, c) in enumerate(zip(texts, cands))]
     teacher = torch.tensor(np.stack([j.scores for j in teacher_judge.judge(views)]), dtype=torch.float32)
@@ -117,6 +119,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="AdamW lr; default: the `default` preset's (jobs/distill.py)")
     ap.add_argument("--epochs", type=int, default=1, help="passes over each budget's matches")
     ap.add_argument("--towers", default="image", choices=["image", "text", "both"], help="which student towers train")
+    ap.add_argument("--draws", default="1,1,1,2",
+                    help="candidates drawn per PAD score bin, comma list; k = their sum (one teacher call each)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -171,17 +175,21 @@ def main() -> None:
         print(f"{row['model']:<62} val MPR {row['val_mpr']:6.2f}", flush=True)
     show_worst(start_scores, winners, val_personas, val["title"].to_pylist(), args.show_worst)
 
+    from distill.sampling import SamplerConfig
+
+    sampler = SamplerConfig(draws=[int(d) for d in args.draws.split(",")])
     teacher_judge = cfg.judge.build()  # the teacher jobs/distill.py uses (its default: the text oracle)
     for loss in filter(None, args.losses.split(",")):
         for n in (int(x) for x in filter(None, args.matches.split(","))):
             t1 = time.time()
             trained, stats = one_pass(start, teacher_judge, loss, n, pool_pixels, start_pool_emb, train_titles,
-                                      train_personas, args.lr, args.batch_size, args.seed, args.towers, args.epochs)
+                                      train_personas, args.lr, args.batch_size, args.seed, args.towers, args.epochs,
+                                      sampler)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
             passes = "one pass" if args.epochs == 1 else f"{args.epochs} passes"
-            rows.append({"model": f"{loss}, {passes}", "towers": args.towers, "teacher_calls": n, "val_mpr": value, **stats,
+            rows.append({"model": f"{loss}, {passes}", "towers": args.towers, "k": sampler.k, "teacher_calls": n, "val_mpr": value, **stats,
                          "seconds": round(time.time() - t1, 1)})
-            print(f"{loss + ', ' + passes + ' over ' + str(n) + ' fresh matches':<62} val MPR {value:6.2f} "
+            print(f"{loss + ', ' + passes + ' over ' + str(n) + f' fresh {sampler.k}-way matches':<62} val MPR {value:6.2f} "
                   f"({value - start_mpr:+.2f}; in-match top-1 agreement {stats['top1_agreement_in_match']:.2f}, "
                   f"{time.time() - t1:.0f} s)", flush=True)
 
