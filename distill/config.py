@@ -142,23 +142,37 @@ def _submodels(annotation: Any) -> list[type[BaseModel]]:
 
 
 def config_reference(model: type[BaseModel], prefix: str = "") -> str:
-    """A Markdown table of every field (nested models flattened with dotted names)."""
+    """A Markdown table of every field (nested models flattened with dotted names).
+
+    Defaults are read from a default instance where the model builds without arguments, so a
+    section filled by a factory or a validator (the ``pad`` preset, the demo's captions) shows the
+    values a run really gets, not its model class's own defaults."""
     rows: list[str] = []
 
-    def walk(m: type[BaseModel], pre: str) -> None:
+    def walk(m: type[BaseModel], pre: str, inst: BaseModel | None) -> None:
         for name, field in m.model_fields.items():
             key = f"{pre}{name}"
             subs = _submodels(field.annotation)
+            if inst is not None:
+                value, has_value = getattr(inst, name), True
+            elif field.is_required():
+                value, has_value = None, False
+            else:
+                value, has_value = field.get_default(call_default_factory=True), True
             if len(subs) == 1 and typing.get_origin(field.annotation) is None:
-                walk(subs[0], key + ".")
+                walk(subs[0], key + ".", value if isinstance(value, subs[0]) else None)
                 continue
-            default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+            default = repr(value) if has_value else "required"
             if subs:  # a union of models (e.g. judge kinds): show each variant's fields
                 default = "see variants"
             doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
             rows.append(f"| `{key}` | {_type_name(field.annotation)} | `{default}` | {doc} |")
             for sub in subs:
-                walk(sub, f"{key}[{sub.__name__}].")
+                walk(sub, f"{key}[{sub.__name__}].", value if isinstance(value, sub) else None)
 
-    walk(model, prefix)
+    try:
+        default = model()
+    except ValidationError:  # required fields: fall back to each field's own default
+        default = None
+    walk(model, prefix, default)
     return "| field | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows)

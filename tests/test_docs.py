@@ -19,6 +19,19 @@ def test_readme_config_reference_matches_the_models() -> None:
     assert docs.splice(readme, docs.render()) == readme, "run: python -m distill.docs --write"
 
 
+def test_reference_defaults_are_what_a_run_gets() -> None:
+    """A section built by a factory (the presets) or a validator (demo captions) shows its real values."""
+    from distill.distill_job import DistillJobConfig
+
+    cells = [re.split(r"(?<!\\)\|", line) for line in docs.config_reference(DistillJobConfig).splitlines()[2:]]
+    rows = {c[1].strip(" `"): c[3].strip(" `") for c in cells}  # field -> default (escaped pipes kept)
+    cfg = DistillJobConfig()
+    assert rows["pad.train.loss"] == repr(cfg.pad.train.loss) == "'bt'"
+    assert rows["pad.train.lr"] == repr(cfg.pad.train.lr) != rows["default.train.lr"] == repr(cfg.default.train.lr)
+    assert rows["pretrain.caption_template"] == repr(cfg.pretrain.caption_template) != "None"
+    assert rows["eval.test_personas"] == "256"
+
+
 def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
     readme = (REPO / "README.md").read_text()
     block = re.search(r"## Two commands\s+```bash\n(.*?)```", readme, re.S)
