@@ -28,6 +28,7 @@ JOB_CONFIGS: dict[str, str] = {
     "jobs/pretrain.py": "PretrainJobConfig",
     "jobs/distill.py": "DistillJobConfig",
     "jobs/evaluate.py": "EvaluateJobConfig",
+    "jobs/pool_runs.py": "PoolRunsConfig",
     "jobs/index.py": "IndexJobConfig",
 }
 

@@ -181,20 +181,55 @@ def side_by_side(rows: list[dict], challenger: str, baseline: str, start: str, c
                       max_calls_ratio=max_calls_ratio, gap_closed=gap)
 
 
+def pool_runs(reports: list[dict]) -> list[dict]:
+    """Rows of several runs of one evaluation (the same test personas and winners; e.g. training
+    seeds), each model's percentile of a persona's winner averaged over the runs.
+
+    One run's verdict can be one seed's luck; the seed-averaged model is compared on the same
+    personas with the same paired interval. That interval is still over personas: it does not
+    measure seed variance beyond the runs given. Every report must list the same models, and
+    the teacher ceiling's percentiles (the winners, seen through the teacher's own ranking) must
+    agree, else the runs were not evaluated on one test set.
+    """
+    if not reports:
+        raise ValueError("no reports to pool")
+    names = [r["model"] for r in reports[0]["rows"]]
+    for rep in reports[1:]:
+        if [r["model"] for r in rep["rows"]] != names:
+            raise ValueError(f"reports list different models: {names} vs {[r['model'] for r in rep['rows']]}")
+        for a, b in zip(reports[0]["rows"], rep["rows"]):
+            if a.get("teacher_calls") != b.get("teacher_calls"):
+                raise ValueError(f"{a['model']} spent {a.get('teacher_calls')} vs {b.get('teacher_calls')} teacher "
+                                 "calls: runs of different recipes are not replicates")
+            if len(a["percentiles"]) != len(b["percentiles"]) or (
+                    a["model"] == CEILING_ROW and not np.allclose(a["percentiles"], b["percentiles"])):
+                raise ValueError("reports were not evaluated on the same test personas and winners")
+    rows = []
+    for i, name in enumerate(names):
+        pct = np.mean([rep["rows"][i]["percentiles"] for rep in reports], axis=0)
+        rows.append({"model": name, "mpr": float(pct.mean()), "percentiles": pct.tolist(), "runs": len(reports),
+                     "teacher_calls": reports[0]["rows"][i].get("teacher_calls", 0)})
+    return add_paired_deltas(rows)
+
+
 def format_table(rows: list[dict]) -> str:
+    """The comparison table; a metric a row lacks (a pooled row has MPR only) prints as '-'."""
     cols = ["mpr", "median_percentile", *[f"hit@{k}" for k in HIT_KS]]
     head = f"{'model':<28}" + "".join(f"{c:>10}" for c in ["MPR %", "median %", *[f"hit@{k}" for k in HIT_KS]]) \
         + f"{'true MPR':>10}{'seen':>8}{'held':>8}{'calls':>9}  change vs first row [95% CI]"
     lines = [head, "-" * len(head)]
     for r in rows:
-        vals = [100 * r[c] if c in ("mpr", "median_percentile") else r[c] for c in cols]
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            cells.append(f"{'-':>10}" if v is None else f"{100 * v:>10.2f}" if c in ("mpr", "median_percentile")
+                         else f"{v:>10.3f}")
         tb = r.get("true_best", {}).get("mpr")
         seen = r.get("seen_motif", {}).get("mpr")
         held = r.get("heldout_motif", {}).get("mpr")
         f = lambda v, w, p=1: f"{'-':>{w}}" if v is None else f"{100 * v:>{w}.{p}f}"  # noqa: E731
-        lines.append(f"{r['model']:<28}" + "".join(f"{v:>10.2f}" if i < 2 else f"{v:>10.3f}" for i, v in enumerate(vals))
-                     + f(tb, 10, 2) + f(seen, 8) + f(held, 8) + f"{r.get('teacher_calls', 0):>9}"
-                     + _delta_text(r.get("mpr_delta_vs_first")))
+        lines.append(f"{r['model']:<28}" + "".join(cells) + f(tb, 10, 2) + f(seen, 8) + f(held, 8)
+                     + f"{r.get('teacher_calls', 0):>9}" + _delta_text(r.get("mpr_delta_vs_first")))
     return "\n".join(lines)
 
 

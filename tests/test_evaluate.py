@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from distill.evaluate import (EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report, side_by_side,
-                              winner_metrics)
+from distill.evaluate import (CEILING_ROW, EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report,
+                              pool_runs, side_by_side, winner_metrics)
 from distill.metrics import paired_bootstrap_delta
 
 
@@ -83,3 +87,52 @@ def test_side_by_side_verdict():
     assert not v.within_budget and not v.beats and v.ci95_pp[0] < 0 < v.ci95_pp[1]
     assert "does not separate from" in v.summary and "over the 1/4 budget" in v.summary
     assert side_by_side(rows, "default", "missing", start="start", ceiling="ceiling") is None
+
+
+def _report(start, pad, default, ceiling=(1.0, 1.0, 1.0)) -> dict:
+    return {"rows": [_row("caption-pretrained", list(start)), _row(CEILING_ROW, list(ceiling)),
+                     _row("pad", list(pad)) | {"teacher_calls": 400}, _row("default", list(default)) | {"teacher_calls": 100}]}
+
+
+def test_pool_runs_averages_each_persona_over_replicates(tmp_path):
+    # seed 1 alone does not separate default from pad; averaged with seed 2 it does
+    one = _report([0.5, 0.5, 0.5], pad=[0.5, 0.6, 0.5], default=[0.7, 0.5, 0.6])
+    two = _report([0.5, 0.5, 0.5], pad=[0.5, 0.4, 0.5], default=[0.7, 0.7, 0.8])
+    assert not side_by_side(add_paired_deltas(one["rows"]), "default", "pad", "caption-pretrained", CEILING_ROW).beats
+    rows = pool_runs([one, two])
+    assert [r["model"] for r in rows] == ["caption-pretrained", CEILING_ROW, "pad", "default"]
+    assert rows[3]["percentiles"] == pytest.approx([0.7, 0.6, 0.7]) and rows[3]["mpr"] == pytest.approx(2 / 3)
+    assert rows[2]["teacher_calls"] == 400 and rows[3]["runs"] == 2
+    assert rows[3]["mpr_delta_vs_first"]["pp"] == pytest.approx(100 * (2 / 3 - 0.5))
+    v = side_by_side(rows, "default", "pad", "caption-pretrained", CEILING_ROW)
+    assert v.beats and v.delta_pp == pytest.approx(100 * (2 / 3 - 0.5))
+    assert "-" in format_table(rows).splitlines()[2]  # pooled rows have no hit@k: shown as '-'
+
+    # and through the job, from two run outputs on disk
+    runs = []
+    for i, rep in enumerate((one, two)):
+        (tmp_path / f"run{i}" / "eval").mkdir(parents=True)
+        (tmp_path / f"run{i}" / "eval" / "report.json").write_text(json.dumps(rep))
+        runs.append(str(tmp_path / f"run{i}"))
+    spec = importlib.util.spec_from_file_location("pool_runs_job", Path(__file__).parents[1] / "jobs" / "pool_runs.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    pooled = job.main([f"runs=[{runs[0]}, {runs[1]}]", f"output={tmp_path / 'pooled.json'}"])
+    assert pooled["side_by_side"]["beats"] and json.loads((tmp_path / "pooled.json").read_text())["rows"][3]["runs"] == 2
+
+
+def test_pool_runs_refuses_runs_that_are_not_replicates():
+    base = _report([0.5, 0.5, 0.5], pad=[0.5, 0.6, 0.5], default=[0.7, 0.5, 0.6])
+    with pytest.raises(ValueError, match="same test personas"):
+        pool_runs([base, _report([0.5, 0.5, 0.5], [0.5] * 3, [0.6] * 3, ceiling=(1.0, 0.9, 1.0))])
+    with pytest.raises(ValueError, match="same test personas"):
+        pool_runs([base, _report([0.5] * 4, [0.5] * 4, [0.6] * 4, ceiling=(1.0,) * 4)])
+    fewer = {"rows": base["rows"][:3]}
+    with pytest.raises(ValueError, match="different models"):
+        pool_runs([base, fewer])
+    other_budget = _report([0.5] * 3, [0.5] * 3, [0.6] * 3)
+    other_budget["rows"][3]["teacher_calls"] = 200
+    with pytest.raises(ValueError, match="not replicates"):
+        pool_runs([base, other_budget])
+    with pytest.raises(ValueError, match="no reports"):
+        pool_runs([])
