@@ -187,9 +187,10 @@ def main() -> None:
                                       sampler)
             value = mpr(trained.encode_texts(val_personas) @ trained.encode_image_tensor(val_pixels).T, winners)
             passes = "one pass" if args.epochs == 1 else f"{args.epochs} passes"
-            rows.append({"model": f"{loss}, {passes}", "towers": args.towers, "k": sampler.k, "teacher_calls": n, "val_mpr": value, **stats,
-                         "seconds": round(time.time() - t1, 1)})
-            print(f"{loss + ', ' + passes + ' over ' + str(n) + f' fresh {sampler.k}-way matches':<62} val MPR {value:6.2f} "
+            rows.append({"model": f"{loss}, {passes}", "towers": args.towers, "k": sampler.k, "teacher_calls": n,
+                         "val_mpr": value, **stats, "seconds": round(time.time() - t1, 1)})
+            what = f"{loss}, {passes} over {n} fresh {sampler.k}-way matches"
+            print(f"{what:<62} val MPR {value:6.2f} "
                   f"({value - start_mpr:+.2f}; in-match top-1 agreement {stats['top1_agreement_in_match']:.2f}, "
                   f"{time.time() - t1:.0f} s)", flush=True)
 

@@ -8,9 +8,10 @@ Pipeline:
    preprocesses the images with open_clip's transform and tokenizes the persona on CPU workers.
 3. ``train_preferences``: a ``TorchTrainer`` whose workers read their shard with
    ``get_dataset_shard("train").iter_torch_batches`` (optionally a seeded local shuffle every
-   epoch), wrap student + loss with ``prepare_model`` (DDP), and ``ray.train.report`` metrics with
-   a checkpoint every epoch (or N steps). Rerunning with the same ``run_name`` and ``storage_path`` resumes from the last checkpoint (step count,
-   optimiser state, metric history); ``FailureConfig(max_failures)`` restarts crashed workers.
+   epoch: ``epoch_batches``), wrap student + loss with ``prepare_model`` (DDP), and
+   ``ray.train.report`` metrics with a checkpoint every epoch (or N steps). Rerunning with the
+   same ``run_name`` and ``storage_path`` resumes from the last checkpoint (step count, optimiser
+   state, metric history); ``FailureConfig(max_failures)`` restarts crashed workers.
 
 The final checkpoint directory holds ``student/`` (a ``Student.save`` checkpoint with its
 ``checkpoint_id``) and ``state.pt`` (optimiser, step, history).
