@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from distill.sampling import SamplerConfig  # noqa: E402
 from distill.seeding import sample_indices, sample_rows  # noqa: E402
 
 if TYPE_CHECKING:
     from distill.judges.base import Judge
-    from distill.sampling import SamplerConfig
     from distill.student import Student
 
 LOSS_SCALES = {"listwise_kl": 5.0, "plackett_luce": 5.0, "bt": 1.0}  # bt: PAD's raw cosine, no temperature
@@ -70,7 +70,7 @@ def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], tit
 def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool_pixels: torch.Tensor,
              pool_emb: np.ndarray, pool_titles: list[str], persona_texts: list[str], lr: float, batch_size: int,
              seed: int, towers: str = "image", epochs: int = 1,
-             sampler: "SamplerConfig | None" = None) -> tuple["Student", dict]:
+             sampler: SamplerConfig | None = None) -> tuple["Student", dict]:
     """A fresh copy of the start student, trained once over ``n_matches`` new matches that
     ``teacher_judge`` labels, sampled from its scores (``pool_emb``: the start's embeddings of the
     pool, shared by every run)."""
@@ -174,8 +174,6 @@ def main() -> None:
     for row in rows:
         print(f"{row['model']:<62} val MPR {row['val_mpr']:6.2f}", flush=True)
     show_worst(start_scores, winners, val_personas, val["title"].to_pylist(), args.show_worst)
-
-    from distill.sampling import SamplerConfig
 
     sampler = SamplerConfig(draws=[int(d) for d in args.draws.split(",")])
     teacher_judge = cfg.judge.build()  # the teacher jobs/distill.py uses (its default: the text oracle)
