@@ -1,16 +1,17 @@
-"""The README's config reference, generated from the job config models so it cannot drift.
+"""The config reference (docs/config.md), generated from the job config models so it cannot drift.
 
     python -m distill.docs            # print the reference
-    python -m distill.docs --write    # rewrite it in README.md between the markers
+    python -m distill.docs --write    # rewrite docs/config.md between its markers
 
-``tests/test_docs.py`` fails when README.md and the models disagree.
+Every job's config model lives in the library (the job file only parses and calls), so this
+module imports library modules, never ``jobs/``. ``tests/test_docs.py`` fails when
+docs/config.md and the models disagree.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,30 +19,26 @@ from pydantic import BaseModel
 from distill.config import config_reference
 
 REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "docs" / "config.md"
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
-# job file -> name of its config model (each job module has it in its namespace)
+# job file -> "library.module:ConfigModel" (the model its main passes to load_config)
 JOB_CONFIGS: dict[str, str] = {
-    "jobs/world.py": "WorldJobConfig",
-    "jobs/ingest.py": "IngestConfig",
-    "jobs/tournament.py": "TournamentJobConfig",
-    "jobs/pretrain.py": "PretrainJobConfig",
-    "jobs/distill.py": "DistillJobConfig",
-    "jobs/evaluate.py": "EvaluateJobConfig",
-    "jobs/pool_runs.py": "PoolRunsConfig",
-    "jobs/index.py": "IndexJobConfig",
+    "jobs/world.py": "distill.world.build:WorldJobConfig",
+    "jobs/ingest.py": "distill.ingest:IngestConfig",
+    "jobs/tournament.py": "distill.tournament.job:TournamentJobConfig",
+    "jobs/pretrain.py": "distill.pretrain:PretrainJobConfig",
+    "jobs/distill.py": "distill.distill_job:DistillJobConfig",
+    "jobs/evaluate.py": "distill.evaluate_job:EvaluateJobConfig",
+    "jobs/pool_runs.py": "distill.evaluate_job:PoolRunsConfig",
+    "jobs/index.py": "serving.pipeline:IndexJobConfig",
 }
 
 
 def job_config(job: str) -> type[BaseModel]:
-    """Import a job file by path (its ``main`` is guarded) and return its config model."""
-    path = REPO / job
-    spec = importlib.util.spec_from_file_location(f"_job_{path.stem}", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # lets pydantic resolve the module's postponed annotations
-    spec.loader.exec_module(module)
-    return getattr(module, JOB_CONFIGS[job])
+    """The config model of a job file, imported from the library module that defines it."""
+    module, name = JOB_CONFIGS[job].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def render() -> str:
@@ -49,26 +46,25 @@ def render() -> str:
     for job in JOB_CONFIGS:
         model = job_config(job)
         doc = (model.__doc__ or "").strip().splitlines()[0]
-        parts.append(f"#### `{job}` ({model.__name__})\n\n{doc}\n\n{config_reference(model)}\n")
+        parts.append(f"## `{job}` ({model.__name__})\n\n{doc}\n\n{config_reference(model)}\n")
     return "\n".join(parts)
 
 
-def splice(readme: str, reference: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md lacks the markers {START} ... {END}")
-    head, rest = readme.split(START, 1)
+def splice(text: str, reference: str) -> str:
+    if START not in text or END not in text:
+        raise ValueError(f"{REFERENCE.name} lacks the markers {START} ... {END}")
+    head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{reference}\n{END}{tail}"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="update README.md in place")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="update docs/config.md in place")
     args = parser.parse_args()
     reference = render()
     if args.write:
-        readme = REPO / "README.md"
-        readme.write_text(splice(readme.read_text(), reference))
+        REFERENCE.write_text(splice(REFERENCE.read_text(), reference))
     else:
         print(reference)
 

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill import datasets, storage
 from distill.seeding import sample_rows
 from distill.schemas import Split
 from distill.student import Student, StudentConfig, build_student
+from distill.world.build import WorldConfig
 
 
 class PretrainConfig(BaseModel):
@@ -166,3 +167,30 @@ def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool
               "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:])), "seconds": time.time() - t0}
     storage.write_json_atomic(report, storage.join(output, "pretrain_report.json"))
     return report
+
+
+class PretrainJobConfig(PretrainConfig):
+    """jobs/pretrain.py: contrastive image-title pretraining of the student."""
+
+    model_config = ConfigDict(extra="forbid")
+    root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
+    output: str | None = Field(None, description="checkpoint URI; empty = $PERSONA_DISTILL_HOME/students/pretrained-<world hash>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_captions(cls, data):
+        """Without a dataset root: the demo world and its colour-free captions (as jobs/distill.py)."""
+        return with_demo_captions(data) if isinstance(data, dict) and not data.get("root") else data
+
+
+def default_output(cfg: PretrainJobConfig) -> str:
+    """Where a pretrain run writes when no output is given: keyed by what decides the weights."""
+    import hashlib
+    import json
+
+    from distill.world.build import home
+
+    digest = hashlib.blake2b(json.dumps(cfg.model_dump(mode="json", exclude={"output", "log_every"}),
+                                        sort_keys=True).encode(), digest_size=4).hexdigest()
+    return storage.join(home(), "students", f"pretrained-{digest}")

@@ -15,39 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
 from distill.config import load_config  # noqa: E402
-
-
-class PoolRunsConfig(BaseModel):
-    """jobs/pool_runs.py: the seed-averaged side-by-side verdict of several jobs/distill.py runs."""
-
-    model_config = ConfigDict(extra="forbid")
-    runs: list[str] = Field(min_length=1, description="jobs/distill.py output URIs (each has eval/report.json)")
-    challenger: str = Field("default", description="the row that should win")
-    baseline: str = Field("pad", description="the row it is compared with")
-    output: str | None = Field(None, description="write the pooled rows and verdict to this JSON URI; empty = print only")
+from distill.evaluate_job import PoolRunsConfig, run_pool_runs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(PoolRunsConfig, argv)
-    from distill import storage
-    from distill.distill_job import START_ROW
-    from distill.evaluate import CEILING_ROW, format_table, pool_runs, side_by_side
-
-    reports = [storage.read_json(storage.join(run, "eval", "report.json")) for run in cfg.runs]
-    rows = pool_runs(reports)
-    verdict = side_by_side(rows, cfg.challenger, cfg.baseline, start=START_ROW, ceiling=CEILING_ROW)
-    if verdict is None:
-        raise ValueError(f"the reports lack a {cfg.challenger!r} or {cfg.baseline!r} row: {[r['model'] for r in rows]}")
-    pooled = {"runs": cfg.runs, "rows": rows, "table": format_table(rows),
-              "side_by_side": verdict.model_dump(mode="json")}
+    pooled = run_pool_runs(cfg)
     print(f"{len(cfg.runs)} runs, each model's winner percentiles averaged per persona\n")
     print(pooled["table"])
-    print(f"\n{verdict.summary}")
-    if cfg.output:
-        storage.write_json_atomic(pooled, cfg.output)
+    print(f"\n{pooled['side_by_side']['summary']}")
     return pooled
 
 

@@ -13,38 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import ConfigDict, Field, model_validator  # noqa: E402
-
 from distill.config import load_config  # noqa: E402
-from distill.pretrain import PretrainConfig, caption_pretrain, with_demo_captions  # noqa: E402
-from distill.world import WorldConfig  # noqa: E402
-
-
-class PretrainJobConfig(PretrainConfig):
-    """jobs/pretrain.py: contrastive image-title pretraining of the student."""
-
-    model_config = ConfigDict(extra="forbid")
-    root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
-    world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
-    output: str | None = Field(None, description="checkpoint URI; empty = $PERSONA_DISTILL_HOME/students/pretrained-<world hash>")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _demo_captions(cls, data):
-        """Without a dataset root: the demo world and its colour-free captions (as jobs/distill.py)."""
-        return with_demo_captions(data) if isinstance(data, dict) and not data.get("root") else data
-
-
-def default_output(cfg: PretrainJobConfig) -> str:
-    import hashlib
-    import json
-
-    from distill import storage
-    from distill.world.build import home
-
-    digest = hashlib.blake2b(json.dumps(cfg.model_dump(mode="json", exclude={"output", "log_every"}),
-                                        sort_keys=True).encode(), digest_size=4).hexdigest()
-    return storage.join(home(), "students", f"pretrained-{digest}")
+from distill.pretrain import PretrainConfig, PretrainJobConfig, caption_pretrain, default_output  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,21 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
-
 from distill.config import load_config  # noqa: E402
-from distill.world import WorldConfig, ensure_world, read_manifest  # noqa: E402
-
-
-class WorldJobConfig(BaseModel):
-    """Build the deterministic demo world (catalog, personas, manifest) into a dataset root."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    world: WorldConfig = Field(default_factory=WorldConfig, description="what the world contains")
-    root: str | None = Field(None, description="output dataset root URI; default "
-                             "$PERSONA_DISTILL_HOME/worlds/<name>-<config hash>")
-    use_ray: bool = Field(True, description="render with Ray Data tasks (False: in-process, same output)")
+from distill.world import WorldJobConfig, ensure_world, read_manifest  # noqa: E402
 
 
 def main() -> None:

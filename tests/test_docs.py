@@ -14,9 +14,19 @@ from distill.tournament.job import TournamentJobConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_readme_config_reference_matches_the_models() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert docs.splice(readme, docs.render()) == readme, "run: python -m distill.docs --write"
+def test_config_reference_matches_the_models() -> None:
+    text = docs.REFERENCE.read_text()
+    assert docs.splice(text, docs.render()) == text, "run: python -m distill.docs --write"
+
+
+def test_the_library_never_imports_its_entry_points() -> None:
+    """distill/ and serving/ are the library; jobs/ are thin scripts over it, never the other way."""
+    offenders = [f"{path.relative_to(REPO)}: {line.strip()}"
+                 for pkg in ("distill", "serving") for path in (REPO / pkg).rglob("*.py")
+                 for line in path.read_text().splitlines()
+                 if re.match(r"\s*(from|import)\s+jobs\b", line) or re.search(r"spec_from_file_location\(.*jobs", line)
+                 or re.search(r"REPO\s*/\s*job\b", line)]
+    assert offenders == []
 
 
 def test_reference_defaults_are_what_a_run_gets() -> None:

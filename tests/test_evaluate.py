@@ -114,9 +114,7 @@ def test_pool_runs_averages_each_persona_over_replicates(tmp_path):
         (tmp_path / f"run{i}" / "eval").mkdir(parents=True)
         (tmp_path / f"run{i}" / "eval" / "report.json").write_text(json.dumps(rep))
         runs.append(str(tmp_path / f"run{i}"))
-    spec = importlib.util.spec_from_file_location("pool_runs_job", Path(__file__).parents[1] / "jobs" / "pool_runs.py")
-    job = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(job)
+    job = _load_job("pool_runs")
     pooled = job.main([f"runs=[{runs[0]}, {runs[1]}]", f"output={tmp_path / 'pooled.json'}"])
     assert pooled["side_by_side"]["beats"] and json.loads((tmp_path / "pooled.json").read_text())["rows"][3]["runs"] == 2
 
@@ -136,3 +134,11 @@ def test_pool_runs_refuses_runs_that_are_not_replicates():
         pool_runs([base, other_budget])
     with pytest.raises(ValueError, match="no reports"):
         pool_runs([])
+
+
+def _load_job(name: str):
+    """A job entry point as `python jobs/<name>.py` runs it (main takes argv)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_job", Path(__file__).parents[1] / "jobs" / f"{name}.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    return job

@@ -62,13 +62,9 @@ def test_empty_template_means_the_title():
 
 
 def _pretrain_job_config():
-    import importlib.util
-    from pathlib import Path
+    from distill.pretrain import PretrainJobConfig
 
-    spec = importlib.util.spec_from_file_location("pretrain_entry", Path(__file__).parents[1] / "jobs" / "pretrain.py")
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    return entry.PretrainJobConfig
+    return PretrainJobConfig
 
 
 @pytest.mark.parametrize("job", ["distill", "pretrain"])

@@ -9,6 +9,7 @@ truth the demo's teacher and benchmarks are measured against.
 from distill.world.build import (
     SplitFractions,
     WorldConfig,
+    WorldJobConfig,
     WorldManifest,
     build_world,
     config_hash,
@@ -19,6 +20,6 @@ from distill.world.build import (
 from distill.world.truth import title_embeddings, utility, world_utility
 
 __all__ = [
-    "SplitFractions", "WorldConfig", "WorldManifest", "build_world", "config_hash", "default_root",
+    "SplitFractions", "WorldConfig", "WorldJobConfig", "WorldManifest", "build_world", "config_hash", "default_root",
     "ensure_world", "read_manifest", "title_embeddings", "utility", "world_utility",
 ]

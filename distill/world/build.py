@@ -220,3 +220,14 @@ def ensure_world(cfg: WorldConfig | None = None, root: str | None = None, use_ra
             or existing.config != cfg):
         build_world(cfg, root, use_ray=use_ray, progress=progress)
     return root
+
+
+class WorldJobConfig(BaseModel):
+    """Build the deterministic demo world (catalog, personas, manifest) into a dataset root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    world: WorldConfig = Field(default_factory=WorldConfig, description="what the world contains")
+    root: str | None = Field(None, description="output dataset root URI; default "
+                             "$PERSONA_DISTILL_HOME/worlds/<name>-<config hash>")
+    use_ray: bool = Field(True, description="render with Ray Data tasks (False: in-process, same output)")

@@ -1,0 +1,80 @@
+"""The evaluation jobs' configs and runs: score checkpoints on held-out winners; pool replicate runs.
+
+``jobs/evaluate.py`` and ``jobs/pool_runs.py`` are thin entry points over these, as
+``jobs/distill.py`` is over ``distill.distill_job``; keeping the configs in the library lets the
+config reference (``distill.docs``) and tests read them without importing entry points.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.distill_job import EvalConfig
+from distill.judges.config import JudgeConfig, TextOracleConfig
+from distill.tournament import JudgePoolConfig
+from distill.world import WorldConfig
+
+
+class EvaluateJobConfig(BaseModel):
+    """jobs/evaluate.py: MPR / hit@k of the teacher's tournament winner under each checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoints: dict[str, str] = Field(description="row name -> student checkpoint URI")
+    root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
+    world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
+    judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="the teacher labelling the winners")
+    pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    ceiling: bool = Field(True, description="add the text oracle's ranking by title (meaningful for text-oracle teachers)")
+    output: str = Field(description="output URI (tournaments are cached here; report.json and PNGs written)")
+    progress: bool = True
+
+
+class PoolRunsConfig(BaseModel):
+    """jobs/pool_runs.py: the seed-averaged side-by-side verdict of several jobs/distill.py runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    runs: list[str] = Field(min_length=1, description="jobs/distill.py output URIs (each has eval/report.json)")
+    challenger: str = Field("default", description="the row that should win")
+    baseline: str = Field("pad", description="the row it is compared with")
+    output: str | None = Field(None, description="write the pooled rows and verdict to this JSON URI; empty = print only")
+
+
+def run_evaluate(cfg: EvaluateJobConfig) -> dict:
+    """Label the test winners with the teacher (cached under ``output``), score every checkpoint."""
+    from distill import storage
+    from distill.evaluate import (CEILING_ROW, add_paired_deltas, build_eval_set, evaluate_scores,
+                                  evaluate_student, format_table, plot_report, teacher_ceiling_scores)
+    from distill.world import ensure_world
+
+    root, demo = (cfg.root, False) if cfg.root else (ensure_world(cfg.world), True)
+    test = build_eval_set(root, "test", "test", cfg.eval.test_personas, cfg.eval.test_max_candidates, cfg.judge,
+                          cfg.pool, cfg.eval.tournament, storage.join(cfg.output, "test-tournaments"), demo,
+                          progress=cfg.progress)
+    rows = [evaluate_student(name, uri, test) for name, uri in cfg.checkpoints.items()]
+    if cfg.ceiling:
+        rows.append(evaluate_scores(CEILING_ROW, teacher_ceiling_scores(test), test))
+    add_paired_deltas(rows)
+    plots = plot_report(rows, {}, cfg.output)
+    table = format_table(rows)
+    report = {"rows": rows, "table": table, "plots": plots, "eval_teacher_calls": test.teacher_calls}
+    storage.write_json_atomic(report, storage.join(cfg.output, "report.json"))
+    return report
+
+
+def run_pool_runs(cfg: PoolRunsConfig) -> dict:
+    """Average each model's winner percentiles per persona over the runs; the side-by-side verdict."""
+    from distill import storage
+    from distill.distill_job import START_ROW
+    from distill.evaluate import CEILING_ROW, format_table, pool_runs, side_by_side
+
+    reports = [storage.read_json(storage.join(run, "eval", "report.json")) for run in cfg.runs]
+    rows = pool_runs(reports)
+    verdict = side_by_side(rows, cfg.challenger, cfg.baseline, start=START_ROW, ceiling=CEILING_ROW)
+    if verdict is None:
+        raise ValueError(f"the reports lack a {cfg.challenger!r} or {cfg.baseline!r} row: {[r['model'] for r in rows]}")
+    pooled = {"runs": cfg.runs, "rows": rows, "table": format_table(rows),
+              "side_by_side": verdict.model_dump(mode="json")}
+    if cfg.output:
+        storage.write_json_atomic(pooled, cfg.output)
+    return pooled
