@@ -12,6 +12,12 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The one persona length limit, shared by ingest, the judges and the HTTP endpoint (whose OpenAPI
+# states it). Why 2,000 characters: about 500 tokens, room for a rich description yet a small
+# fraction of a VLM judge's prompt budget (the k images cost far more); text encoders truncate
+# much earlier anyway (CLIP at 77 tokens, MiniLM at 256), so longer text only costs judge time.
+PERSONA_MAX_CHARS = 2000
+
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -109,7 +115,7 @@ class Persona(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     persona_id: str = Field(min_length=1, max_length=256)
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(min_length=1, max_length=PERSONA_MAX_CHARS)
     split: Split = "test"
 
     @field_validator("persona_id", "text")

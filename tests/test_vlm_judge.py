@@ -18,6 +18,7 @@ from PIL import Image
 
 from distill.judges.base import Candidate, MatchView
 from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig, prepare_image, ViewError
+from distill.schemas import PERSONA_MAX_CHARS
 
 REPO = Path(__file__).resolve().parents[1]
 from tests.conftest import VLLM_VENV as VENV
@@ -193,7 +194,9 @@ def test_corrupt_or_missing_image_fails_that_match_only(judge_actor):
                                               Candidate("broken-7", image=b"\xff\xd8\xff\xe0 not really a jpeg")), seed=2)
     missing = MatchView("a marathon runner", (Candidate("ok-2", image=_png(rng)), Candidate("gone-9", image=None)), seed=3)
     too_many = _view(rng, "a marathon runner", 9, seed=4)
-    too_long = _view(rng, "a marathon runner who " + "really " * 3000 + "likes shoes", 2, seed=6, tag="L")
+    # within PERSONA_MAX_CHARS, yet over max_model_len: CJK text costs ~3 byte-level tokens a character
+    cjk = "".join(chr(c) for c in rng.integers(0x4E00, 0x9FFF, PERSONA_MAX_CHARS - 40))
+    too_long = _view(rng, "a marathon runner who likes " + cjk, 2, seed=6, tag="L")
     good2 = _view(rng, "a marathon runner", 4, seed=5, tag="b")
     batch = [good, corrupt, missing, too_many, too_long, good2]
     results = ray.get(actor.judge_views.remote(batch), timeout=600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from distill.judges.base import Judge, Judgement, MatchView, position_bias_logits, softmax
+from distill.schemas import PERSONA_MAX_CHARS
 from distill.text_encoder import shared_encoder
 
 
@@ -46,6 +47,11 @@ class TextOracleJudge(Judge):
         out: list[Judgement] = []
         start = 0
         for i, v in enumerate(views):
+            if len(v.persona_text) > PERSONA_MAX_CHARS:
+                out.append(Judgement.failed(f"persona text has {len(v.persona_text)} characters; "
+                                            f"the limit is {PERSONA_MAX_CHARS}"))
+                start += v.k
+                continue
             if any(not c.title for c in v.candidates):
                 out.append(Judgement.failed("candidate without a title"))
                 start += v.k

@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill.judges.base import Judge, Judgement, MatchView, softmax
+from distill.schemas import PERSONA_MAX_CHARS
 
 #: Option labels in shown order. 20 = vLLM's default ``max_logprobs``.
 LABELS = "ABCDEFGHIJKLMNOPQRST"
@@ -139,7 +140,12 @@ class PromptTemplate:
                    suffix="\n" + text["suffix"].strip("\n"))
 
     def text_parts(self, persona: str, k: int) -> tuple[str, list[str], str]:
-        """(prefix, one label line per image, suffix) for a k-way match."""
+        """(prefix, one label line per image, suffix) for a k-way match.
+
+        A persona over ``PERSONA_MAX_CHARS`` (the limit ingest and the endpoint enforce) fails
+        its view: a Parquet written outside ingest must not buy unbounded prompts."""
+        if len(persona) > PERSONA_MAX_CHARS:
+            raise ViewError(f"persona text has {len(persona)} characters; the limit is {PERSONA_MAX_CHARS}")
         labels = LABELS[:k]
         listed = ", ".join(labels[:-1]) + " or " + labels[-1]
         prefix = self.prefix.format(persona=persona.strip())
