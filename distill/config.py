@@ -81,6 +81,25 @@ def _empty_means_none(model: type[BaseModel], tree: dict[str, Any]) -> dict[str,
     return out
 
 
+def _keep_default_kind(model: type[BaseModel], tree: dict[str, Any]) -> dict[str, Any]:
+    """``judge.temperature=0.5`` tunes the default judge: a tagged-union field given without its tag
+    (``kind``) keeps the tag of the field's default, instead of failing to pick a union member."""
+    out = dict(tree)
+    for key, value in tree.items():
+        field = model.model_fields.get(key)
+        if field is None or not isinstance(value, dict):
+            continue
+        tag = field.discriminator if isinstance(field.discriminator, str) else None
+        if tag and tag not in value:
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel) and hasattr(default, tag):
+                out[key] = {tag: getattr(default, tag), **value}
+        sub = _submodels(field.annotation)
+        if len(sub) == 1:
+            out[key] = _keep_default_kind(sub[0], out[key])
+    return out
+
+
 def build_config(model: type[M], yaml_text: str | None = None, overrides: list[str] | None = None) -> M:
     """Validate YAML + overrides into ``model``; errors name the offending field."""
     data: dict[str, Any] = {}
@@ -89,7 +108,7 @@ def build_config(model: type[M], yaml_text: str | None = None, overrides: list[s
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("the YAML file must hold a mapping at top level")
         data = loaded or {}
-    data = _merge(data, _empty_means_none(model, parse_overrides(overrides or [])))
+    data = _keep_default_kind(model, _merge(data, _empty_means_none(model, parse_overrides(overrides or []))))
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -38,8 +38,18 @@ def init_ray(num_cpus: int | None = None) -> None:
                                            "TOKENIZERS_PARALLELISM": "false",
                                            "PYTHONPATH": os.pathsep.join(
                                                p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}})
-    # Our own tqdm bars show round progress; Ray Data's per-operator bars and logs would bury them.
+    show_ray_data_progress()
+
+
+def show_ray_data_progress(enabled: bool = True) -> None:
+    """Ray Data's progress on long work (embedding a catalog, a tournament round): one bar per
+    dataset, not one per operator, so our own round bars stay readable. On a terminal Ray draws
+    bars; under ``ray job submit`` or CI (no TTY) it logs progress lines every few seconds, which
+    the ``ray.data`` logger lets through while its other chatter stays at WARNING."""
     import logging
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = enabled
+    ctx.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if enabled else logging.WARNING)

@@ -2,8 +2,8 @@
 
     python jobs/distill.py                                    # the demo world on 2 CPU cores
     python jobs/distill.py presets='[default]' default.cycles=5 default.matches_per_cycle=128
-    python jobs/distill.py --config configs/distill.yaml default.train.num_workers=4 default.train.use_gpu=true
-    ray job submit --working-dir . -- python jobs/distill.py --config configs/distill.yaml
+    python jobs/distill.py default.train.num_workers=4 default.train.use_gpu=true
+    ray job submit --working-dir . -- python jobs/distill.py --config configs/cluster/distill-gpu.yaml
 
 Rerunning the same config resumes: pretraining, judged matches, finished cycles and Ray Train
 checkpoints are all reused. Prints the evaluation table; writes <output>/eval/report.json and PNGs.

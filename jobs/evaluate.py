@@ -1,7 +1,7 @@
 """Evaluate student checkpoints against the teacher's tournament winners on held-out personas x catalog.
 
     python jobs/evaluate.py checkpoints='{pretrained: /path/a, pad: /path/b, default: /path/c}'
-    python jobs/evaluate.py --config configs/evaluate.yaml
+    python jobs/evaluate.py root=s3://bucket/shop output=s3://bucket/eval checkpoints='{start: <uri>}'
 
 Rows: every checkpoint given, plus the teacher's own ranking of the whole catalog by title (the
 ceiling). Columns: MPR, median percentile, hit@{1,5,20,100}; on the demo world also MPR against

@@ -2,7 +2,7 @@
 
     python jobs/ingest.py catalog_file=shop/items.csv images_dir=shop/img \\
         personas_file=personas.txt output=s3://bucket/datasets/shop
-    python jobs/ingest.py --config configs/ingest.yaml
+    python jobs/ingest.py --config my-ingest.yaml        # the same fields as a YAML mapping
 
 Fields are documented on ``distill.ingest.IngestConfig``; bad input exits with a message
 naming the file and line, and corrupt images are skipped and listed in ingest_report.json.

@@ -3,7 +3,7 @@
     python jobs/pretrain.py                                   # the demo world (colour-free captions), ~2 min on 2 cores
     python jobs/pretrain.py caption_template=''               # the demo world's whole titles as captions
     python jobs/pretrain.py steps=1000 output=s3://bucket/students/pretrained
-    ray job submit --working-dir . -- python jobs/pretrain.py --config configs/pretrain.yaml
+    ray job submit --working-dir . -- python jobs/pretrain.py root=s3://bucket/shop output=s3://bucket/students/pretrained
 
 The checkpoint (a Student.save directory with its checkpoint_id) is what distillation starts from.
 """

@@ -56,3 +56,13 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
 def test_shipped_tournament_configs_parse(path: Path) -> None:
     cfg = build_config(TournamentJobConfig, path.read_text())
     assert cfg.tournament.k >= 2
+
+
+def test_every_config_file_the_code_and_docs_name_exists() -> None:
+    """Docstrings and docs that name a config file under configs/ name one that ships."""
+    named = {(path.relative_to(REPO), m) for top in ("jobs", "distill", "serving", "bench", "cluster", "docs", "configs")
+             for path in (REPO / top).rglob("*") if path.suffix in (".py", ".md", ".yaml")
+             for m in re.findall(r"\bconfigs/[\w./-]+\.ya?ml\b", path.read_text())}
+    assert len(named) > 10
+    missing = sorted(f"{src}: {cfg}" for src, cfg in named if not (REPO / cfg).exists())
+    assert missing == []

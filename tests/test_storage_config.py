@@ -134,3 +134,36 @@ def test_config_reference_lists_nested_fields() -> None:
     ref = config_reference(JobCfg)
     assert "| `inner.k` | int | `2` | matches size |" in ref
     assert "| `out` | str | `required` | where |" in ref
+
+
+@pytest.mark.parametrize("job", ["tournament", "distill"])
+def test_one_field_of_the_default_judge_can_be_overridden(job: str) -> None:
+    """``judge.temperature=0.5`` tunes the default text oracle (it used to fail to pick a union member)."""
+    from distill.distill_job import DistillJobConfig
+    from distill.tournament.job import TournamentJobConfig
+
+    model = {"tournament": TournamentJobConfig, "distill": DistillJobConfig}[job]
+    cfg = build_config(model, None, ["judge.temperature=0.5"])
+    assert (cfg.judge.kind, cfg.judge.temperature) == ("text_oracle", 0.5)
+    assert build_config(model, "judge: {kind: random}", []).judge.kind == "random"
+    with pytest.raises(ConfigError, match="judge"):
+        build_config(model, None, ["judge.no_such_field=1"])
+
+
+def test_ray_data_progress_is_shown_on_long_work() -> None:
+    """init_ray used to switch Ray Data's progress bars off; long embedding passes then looked hung."""
+    import logging
+
+    import ray
+
+    from distill.ray_utils import show_ray_data_progress
+
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.enable_progress_bars
+    try:
+        show_ray_data_progress()
+        assert ctx.enable_progress_bars is True
+        assert logging.getLogger("ray.data._internal.progress.logging_progress").isEnabledFor(logging.INFO)
+        assert not logging.getLogger("ray.data._internal.execution").isEnabledFor(logging.INFO)
+    finally:
+        ctx.enable_progress_bars = before
