@@ -135,7 +135,20 @@ def load_config(model: type[M], argv: list[str] | None = None, description: str 
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         raise SystemExit(0)
+    prepare_models(cfg)
     return cfg
+
+
+def prepare_models(cfg: BaseModel) -> None:
+    """Offline only when the user says so or every model is local (``distill.hub``); a model that
+    offline mode cannot reach is one line naming its setting and exit code 2."""
+    from distill.hub import ModelUnavailable, prepare
+
+    try:
+        prepare(cfg)
+    except ModelUnavailable as err:
+        print(f"model error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _type_name(annotation: Any) -> str:

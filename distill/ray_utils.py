@@ -34,8 +34,9 @@ def init_ray(num_cpus: int | None = None) -> None:
         # head this machine last ran, even a dead one. To use a cluster, set RAY_ADDRESS (as
         # `ray job submit` does). A local instance binds to this machine's own address only.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                                           "TOKENIZERS_PARALLELISM": "false",
+                 # Workers inherit this process's environment: HF_HOME, HF_TOKEN, HF_ENDPOINT and the
+                 # offline setting distill.hub chose for the config (never forced here).
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false",
                                            "PYTHONPATH": os.pathsep.join(
                                                p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}})
     show_ray_data_progress()

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import tempfile
+from contextlib import ExitStack
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +39,7 @@ MINILM_PLACEHOLDER = "$MINILM"
 STUDENT_JSON = "student.json"
 WEIGHTS_FILE = "model.pt"
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Hub names download into HF_HOME unless the user or distill.hub turned offline mode on.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -50,12 +50,14 @@ class StudentConfig(BaseModel):
 
     arch: str = Field("demo-minilm-vit", description=(
         "open_clip architecture: a built-in name (e.g. 'ViT-B-32'), a config in distill/model_configs "
-        "('tiny-test', 'demo-minilm-vit') or a path to an open_clip-style JSON model config"))
+        "('tiny-test', 'demo-minilm-vit'), a path to an open_clip-style JSON model config, or "
+        "'hf-hub:org/repo' (config and weights from a Hugging Face repository, as open_clip loads it)"))
     model_cfg: dict[str, Any] | None = Field(None, description=(
         "inline open_clip model config (embed_dim, vision_cfg, text_cfg); overrides `arch` when set"))
     pretrained: str | None = Field(None, description=(
-        "weights: an open_clip hub tag (e.g. 'laion2b_s34b_b79k', needs network), a local open_clip "
-        "checkpoint file, or a student checkpoint directory URI written by Student.save"))
+        "weights: an open_clip pretrained tag of `arch` (e.g. 'laion2b_s34b_b79k', downloaded into HF_HOME "
+        "on first use), a local open_clip checkpoint file, or a student checkpoint directory URI written "
+        "by Student.save. An `arch` of 'hf-hub:org/repo' brings its own weights"))
     pretrained_text: bool = Field(True, description=(
         "load a Hugging Face text tower's own weights (e.g. the shipped MiniLM) when no full checkpoint is given"))
     train_towers: Literal["image", "text", "both"] = Field("image", description=(
@@ -93,7 +95,8 @@ def _register(name: str, resolved_json: str) -> str:
     """Register a resolved config with open_clip's registry under a content-hashed name."""
     import open_clip
 
-    key = f"pd-{name}-{hashlib.sha256(resolved_json.encode()).hexdigest()[:10]}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)  # 'hf-hub:org/repo' -> a file name
+    key = f"pd-{safe}-{hashlib.sha256(resolved_json.encode()).hexdigest()[:10]}"
     folder = Path(tempfile.gettempdir()) / f"persona-distill-model-configs-{os.getuid()}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.json"
@@ -144,6 +147,7 @@ class Student:
 
     def __init__(self, cfg: StudentConfig, model: torch.nn.Module, preprocess, preprocess_train, tokenizer,
                  arch_name: str, raw_cfg: dict[str, Any] | None):
+        """``raw_cfg``: the unresolved open_clip model config (None for an open_clip built-in name)."""
         self.cfg = cfg
         self.model = model
         self.preprocess = preprocess
@@ -255,6 +259,8 @@ class Student:
         meta = {
             "arch": self.arch_name,
             "model_cfg": self.raw_cfg,
+            # the image transform the weights were trained with (a tag or hub repo may set its own)
+            "preprocess_cfg": dict(getattr(self.model.visual, "preprocess_cfg", {}) or {}),
             "train_towers": self.cfg.train_towers,
             "checkpoint_id": ckpt_id,
             "extra": extra or {},
@@ -266,7 +272,7 @@ class Student:
     def load(cls, uri: str, **overrides: Any) -> "Student":
         """A student from a checkpoint directory; ``overrides`` set StudentConfig fields (e.g. device)."""
         meta = read_checkpoint_meta(uri)
-        fields = {"arch": meta["arch"], "model_cfg": meta["model_cfg"], "pretrained": uri,
+        fields = {"arch": meta["arch"], "model_cfg": meta.get("model_cfg"), "pretrained": uri,
                   "train_towers": meta.get("train_towers", "image")}
         fields.update(overrides)
         return build_student(StudentConfig(**fields))
@@ -280,28 +286,67 @@ def _is_student_checkpoint(uri: str) -> bool:
     return storage.exists(storage.join(uri, STUDENT_JSON))
 
 
+def _hub_model_cfg(arch: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model_cfg, preprocess_cfg) of an ``hf-hub:`` architecture, from the repository's
+    ``open_clip_config.json`` (the file open_clip itself reads; cached in HF_HOME after the first load)."""
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(arch[len("hf-hub:"):], "open_clip_config.json")
+    config = json.loads(Path(path).read_text())
+    return config["model_cfg"], config.get("preprocess_cfg", {})
+
+
+def _local_weights(uri: str, stack: ExitStack) -> str:
+    """A local file path of a student checkpoint's weights (remote URIs are copied to a temp file)."""
+    weights = storage.join(uri, WEIGHTS_FILE)
+    if "://" not in weights or weights.startswith("file://"):
+        return weights.removeprefix("file://")
+    tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="student-"))
+    path = os.path.join(tmp, WEIGHTS_FILE)
+    Path(path).write_bytes(storage.read_bytes(weights))
+    return path
+
+
+def _preprocess_kwargs(preprocess_cfg: dict[str, Any]) -> dict[str, Any]:
+    """create_model_and_transforms' image_* arguments that reproduce a recorded preprocess config."""
+    keys = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation",
+            "resize_mode": "image_resize_mode"}
+    return {arg: (tuple(preprocess_cfg[k]) if isinstance(preprocess_cfg[k], list) else preprocess_cfg[k])
+            for k, arg in keys.items() if preprocess_cfg.get(k) is not None}
+
+
 def build_student(cfg: StudentConfig) -> Student:
-    """The open_clip model, transforms and tokenizer for ``cfg``, with frozen towers set."""
+    """The open_clip model, transforms and tokenizer for ``cfg``, with frozen towers set.
+
+    Weights load through open_clip's own ``pretrained=`` path (a tag downloads through the hub,
+    a student checkpoint's ``model.pt`` is a local file), so open_clip logs a random
+    initialisation only when there really are no weights."""
     import open_clip
 
     name, raw = raw_model_cfg(cfg)
     student_ckpt = cfg.pretrained if cfg.pretrained and _is_student_checkpoint(cfg.pretrained) else None
+    preprocess_cfg: dict[str, Any] = {}
     if student_ckpt:
         meta = read_checkpoint_meta(student_ckpt)
         if cfg.model_cfg is None and meta.get("model_cfg") is not None and name != meta["arch"]:
             raise ValueError(f"checkpoint {student_ckpt!r} is arch {meta['arch']!r}, config asks {name!r}")
+        preprocess_cfg = meta.get("preprocess_cfg") or {}
+        if raw is None and name.startswith("hf-hub:"):  # an older checkpoint without its config
+            raw, preprocess_cfg = _hub_model_cfg(name)[0], preprocess_cfg or _hub_model_cfg(name)[1]
     oc_name = _open_clip_name(name, raw)
-    model, preprocess_train, preprocess = open_clip.create_model_and_transforms(
-        oc_name,
-        pretrained=None if student_ckpt else cfg.pretrained,
-        precision=cfg.precision,
-        device=cfg.device,
-        # a full checkpoint overwrites the text tower anyway: do not load the HF weights twice
-        pretrained_text=cfg.pretrained_text and not student_ckpt,
-    )
-    if student_ckpt:
-        sd = torch.load(io.BytesIO(storage.read_bytes(storage.join(student_ckpt, WEIGHTS_FILE))),
-                        map_location="cpu", weights_only=True)
-        model.load_state_dict(sd, strict=True)
+    with ExitStack() as stack:
+        pretrained = _local_weights(student_ckpt, stack) if student_ckpt else cfg.pretrained
+        model, preprocess_train, preprocess = open_clip.create_model_and_transforms(
+            oc_name,
+            pretrained=pretrained,
+            precision=cfg.precision,
+            device=cfg.device,
+            # a full checkpoint overwrites the text tower anyway: do not load the HF weights twice
+            pretrained_text=cfg.pretrained_text and not student_ckpt,
+            **_preprocess_kwargs(preprocess_cfg),
+        )
     tokenizer = open_clip.get_tokenizer(oc_name)
+    if raw is None and name.startswith("hf-hub:"):
+        # record the repository's config so a checkpoint of this student loads without the hub
+        raw = _hub_model_cfg(name)[0]
     return Student(cfg, model, preprocess, preprocess_train, tokenizer, name, raw)

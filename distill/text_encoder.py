@@ -7,7 +7,6 @@ Embeddings are L2-normalised, so a dot product is a cosine similarity.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from functools import lru_cache
 
@@ -25,15 +24,14 @@ class SentenceEncoder:
     """Batched, cached, normalised sentence embeddings from a local sentence-transformers model."""
 
     def __init__(self, model_path: str | None = None, cache_size: int = 200_000, batch_size: int = 256):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-actor "Loading weights" bar would bury job progress
 
         self.model_path = model_path or minilm_path()
-        self._model = SentenceTransformer(self.model_path, device="cpu")
+        # a local directory: nothing to ask the hub, whatever the process's offline setting
+        self._model = SentenceTransformer(self.model_path, device="cpu", local_files_only=True)
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._batch_size = batch_size
