@@ -17,6 +17,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+HEAVY_FIXTURES = ("ray_local", "vllm_python", "tiny_vlm")
+
+
+@pytest.fixture(autouse=True)
+def _heavy_tests_are_marked_slow(request, monkeypatch):
+    """`make test-fast` is the quick loop: a test that starts Ray or vLLM must be marked slow.
+
+    Enforced rather than remembered: an unmarked test asking for Ray's or vLLM's fixtures fails
+    here, and one reaching ``ray.init`` through library code fails at that call."""
+    if request.node.get_closest_marker("slow"):
+        return
+    heavy = [f for f in HEAVY_FIXTURES if f in request.fixturenames]
+    if heavy:
+        pytest.fail(f"{request.node.nodeid} uses {heavy}: mark it @pytest.mark.slow")
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f"{request.node.nodeid} starts Ray: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(ray, "init", refuse)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray on loopback shared by every in-process test (starting one costs ~5 s)."""

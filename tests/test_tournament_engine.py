@@ -16,6 +16,8 @@ from distill.tournament import JudgePoolConfig, TournamentConfig, TournamentSpec
 from distill.tournament.store import FingerprintMismatch, RoundStore
 from distill.world.truth import utility
 
+pytestmark = pytest.mark.slow  # every test here runs rounds on a local Ray
+
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = ["red", "green", "blue", "yellow", "black", "white", "pink", "orange"]
 MOTIFS = ["cat", "rocket", "sunflower", "guitar", "dog", "bicycle", "coffee", "football", "tree", "fish"]

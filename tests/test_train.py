@@ -32,6 +32,7 @@ def _examples(n: int = 16, k: int = 5) -> pa.Table:
     }, schema=PREF_EXAMPLE_SCHEMA)
 
 
+@pytest.mark.slow
 def test_epoch_batches_stored_order_or_a_seeded_shuffle_per_epoch(ray_local):
     ds = ray_local.data.range(300, override_num_blocks=1)  # one block: Ray Data's block order cannot vary
 

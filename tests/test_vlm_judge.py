@@ -127,6 +127,7 @@ def judge_actor(ray_local, vllm_python, tiny_vlm):
     ray.kill(actor)
 
 
+@pytest.mark.slow
 def test_actor_runs_in_the_vllm_venv(judge_actor):
     _, info = judge_actor
     assert Path(info["python"]).resolve().parent.parent == VENV.resolve() or info["python"].startswith(str(VENV))
@@ -135,6 +136,7 @@ def test_actor_runs_in_the_vllm_venv(judge_actor):
     assert info["judge_id"].startswith("vlm/") and "persona_choice_v1" in info["judge_id"]
 
 
+@pytest.mark.slow
 def test_prompt_has_persona_first_then_labelled_images(judge_actor):
     import ray
 
@@ -147,6 +149,7 @@ def test_prompt_has_persona_first_then_labelled_images(judge_actor):
     assert text.count("<|vision_start|>") == 3 and text.count("<|im_start|>user") == 1
 
 
+@pytest.mark.slow
 def test_scores_are_distributions_over_exactly_k_labels(judge_actor):
     import ray
 
@@ -166,6 +169,7 @@ def test_scores_are_distributions_over_exactly_k_labels(judge_actor):
     assert any(r.extras.get("cached_tokens", 0) > 0 for r in results[1:])
 
 
+@pytest.mark.slow
 def test_same_seed_same_judgements(judge_actor):
     import ray
 
@@ -184,6 +188,7 @@ def test_same_seed_same_judgements(judge_actor):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_corrupt_or_missing_image_fails_that_match_only(judge_actor):
     import ray
 
