@@ -65,6 +65,7 @@ def test_motifs_exclude_articles_and_are_plentiful():
     assert {m.group for m in catalog.motif_icons()} == set(catalog.MOTIF_GROUPS)
 
 
+@pytest.mark.slow
 def test_same_seed_same_world_any_executor_other_seed_differs(small_world, tmp_path):
     serial = str(tmp_path / "serial")
     build_world(SMALL, serial, use_ray=False, progress=False)
@@ -79,6 +80,7 @@ def test_same_seed_same_world_any_executor_other_seed_differs(small_world, tmp_p
             != datasets.read_personas(serial).column("text").to_pylist())
 
 
+@pytest.mark.slow
 def test_catalog_counts_ids_titles_and_attributes(small_world):
     table = datasets.read_catalog(small_world)
     manifest = read_manifest(small_world)
@@ -96,6 +98,7 @@ def test_catalog_counts_ids_titles_and_attributes(small_world):
     assert row["item_id"].startswith("p-") and row["item_id"].endswith(attrs["colour"])
 
 
+@pytest.mark.slow
 def test_heldout_motifs_only_in_test(small_world):
     manifest = read_manifest(small_world)
     held = set(manifest.heldout_motifs)
@@ -111,6 +114,7 @@ def test_heldout_motifs_only_in_test(small_world):
     assert seen_held > 0
 
 
+@pytest.mark.slow
 def test_images_are_pngs_of_the_configured_size_and_differ(small_world):
     images = datasets.read_catalog(small_world, split="val", columns=["image"]).column("image").to_pylist()
     for data in images[:20]:
@@ -124,6 +128,7 @@ def test_images_are_pngs_of_the_configured_size_and_differ(small_world):
     assert base == catalog.render_product("tote-bag", "1f33b", "green", 112)
 
 
+@pytest.mark.slow
 def test_personas_unique_nonempty_and_split(small_world):
     table = datasets.read_personas(small_world)
     texts = table.column("text").to_pylist()
