@@ -11,20 +11,25 @@ first, ``ingest_report.json`` next and ``manifest.json`` last, so an output with
 is recognisably incomplete. Every file is read and written through pyarrow filesystems, so
 local paths, ``s3://`` and ``gs://`` work for inputs and output alike.
 
-Image policy (``max_image_side``): an image that is PNG, JPEG or WebP, no larger than
-``max_image_side`` on its longer side and not rotated by an EXIF tag keeps its original bytes
-(no generation loss, no bloat). Anything else is decoded, EXIF-rotated, downscaled to fit and
-re-encoded: as JPEG (quality 95) when the source was a JPEG, since a photo saved as PNG grows
-several-fold, and as PNG otherwise (lossless, keeps transparency).
+Images are normalised here, once (``distill.images.normalise_for_catalog``): every mode becomes
+8-bit RGB (16-bit scaled, not clipped; transparency composited onto white), EXIF rotation is
+applied and images over ``max_image_side`` are downscaled; an image that needed none of that keeps
+its original bytes. The report counts each kind of conversion.
+
+Splits: a row that names no split (the usual case for a user's own catalog, which has no
+``split`` column) is placed by a seeded hash of its id (``split_fractions``, ``split_seed``), so
+adding rows never moves the old ones and a rerun gives the same split; ``default_split`` puts
+them all in one split instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import io
 import json
 import os
 import posixpath
+import re
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,24 +39,62 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from distill import datasets, storage
+from distill.errors import UserError
+from distill.images import ImageError, describe_error, normalise_for_catalog
 from distill.schemas import CATALOG_SCHEMA, PERSONA_SCHEMA, SPLITS, CatalogItem, Persona, Split
+from distill.seeding import seed_for
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("png", "jpg", "jpeg", "webp")
-# Formats the catalog may carry as-is (CATALOG_SCHEMA's ``image`` holds PNG/JPEG/WebP bytes).
-_KEEP_FORMATS = {"PNG", "JPEG", "WEBP"}
 REQUIRED_CATALOG_COLUMNS: tuple[str, ...] = ("item_id", "title")
 _RESERVED_CATALOG_COLUMNS = {"item_id", "title", "image", "split"}
 _MAX_ERRORS_SHOWN = 20
 REPORT_NAME = "ingest_report.json"
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """Input that cannot be ingested; the message names the file and the row (line) at fault."""
+
+
+# Persona id columns read, in order of preference; other columns whose names look like ids are
+# named in a warning (a user's ``uuid`` silently replaced by ``persona-<line>`` is a surprise).
+PERSONA_ID_COLUMNS: tuple[str, ...] = ("persona_id", "id")
+_ID_LIKE = re.compile(r"(^|[_\-\s.])(id|ids|uuid|guid|key)$|^(uid|pid|uuid|guid|key)$|(?-i:[a-z]Id)$", re.IGNORECASE)
+
+
+class SplitFractions(BaseModel):
+    """Shares of train / val / test for rows that name no split (normalised to sum to 1)."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: float = Field(0.8, ge=0, description="share of rows without a split that go to train")
+    val: float = Field(0.1, ge=0, description="share that go to val (the cycles' learning curve and early stop)")
+    test: float = Field(0.1, ge=0, description="share that go to test (the held-out evaluation)")
+
+    @model_validator(mode="after")
+    def _not_all_zero(self) -> SplitFractions:
+        if self.train + self.val + self.test <= 0:
+            raise ValueError("split fractions must not all be zero")
+        return self
+
+
+def hash_split(kind: str, key: str, seed: int, fractions: SplitFractions) -> str:
+    """The split of one row, from a seeded hash of its id: stable under added or removed rows.
+
+    Why a hash and not a shuffle: a shuffle's assignment depends on every other row, so adding
+    items to a catalog would move old ones between train and test and leak evaluation items into
+    training; a hash of (seed, table, id) depends on the row alone.
+    """
+    u = seed_for("split", seed, kind, key) / float(1 << 63)
+    total = fractions.train + fractions.val + fractions.test
+    edge = 0.0
+    for split in SPLITS:
+        edge += getattr(fractions, split) / total
+        if u < edge:
+            return split
+    return SPLITS[-1] if fractions.test > 0 else ("val" if fractions.val > 0 else "train")
 
 
 class IngestConfig(BaseModel):
@@ -76,7 +119,12 @@ class IngestConfig(BaseModel):
         "(text; optional persona_id, split).",
     )
     output: str = Field(description="URI of the dataset root to write.")
-    default_split: Split = Field("test", description="Split of rows that name none.")
+    default_split: Split | None = Field(
+        None, description="Split of rows that name none; empty = a seeded split by a hash of each "
+        "row's id (split_fractions, split_seed), stable when rows are added.")
+    split_fractions: SplitFractions = Field(
+        default_factory=SplitFractions, description="Train/val/test shares for rows that name no split.")
+    split_seed: int = Field(0, description="Seed of the hash split (another seed, another split).")
     max_image_side: int = Field(
         1024, ge=16,
         description="Longer side above which an image is downscaled and re-encoded; smaller "
@@ -105,6 +153,14 @@ class IngestConfig(BaseModel):
             raise ValueError("images_dir is only used with catalog_file")
         return self
 
+    def split_of(self, kind: str, key: str, named: str | None) -> str:
+        """A row's split: the one it names, else ``default_split``, else the hash split."""
+        if named:
+            return named
+        if self.default_split:
+            return self.default_split
+        return hash_split(kind, key, self.split_seed, self.split_fractions)
+
     def resolved_images_dir(self) -> str:
         """``images_dir``, or the catalog file's folder when unset."""
         if self.images_dir:
@@ -123,6 +179,7 @@ class CatalogRow:
     split: str
     image: str | None  # path relative to images_dir; None when the image is missing
     attributes: dict[str, str] | None
+    hashed: bool = False  # the row named no split: placed by the hash split
 
 
 @dataclass(frozen=True)
@@ -145,6 +202,9 @@ class IngestReport:
     catalog_parts: list[str] = field(default_factory=list)
     skipped: list[SkippedRow] = field(default_factory=list)
     reencoded: int = 0
+    conversions: dict[str, int] = field(default_factory=dict)  # what re-encoding did, by kind
+    split_rule: str | None = None  # how rows without a split were placed
+    warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -156,20 +216,32 @@ class IngestReport:
             "skipped_count": len(self.skipped),
             "skipped": [asdict(s) for s in self.skipped],
             "reencoded": self.reencoded,
+            "conversions": self.conversions,
+            "split_rule": self.split_rule,
+            "warnings": self.warnings,
             "dry_run": self.dry_run,
         }
 
     def summary(self) -> str:
         lines = [f"{'dry run: would write' if self.dry_run else 'wrote'} {self.output}"]
         if self.catalog_counts or self.skipped:
-            lines.append(f"  catalog: {_fmt_counts(self.catalog_counts)} in {len(self.catalog_parts)} "
-                         f"part(s); {len(self.skipped)} skipped, {self.reencoded} re-encoded")
+            if self.dry_run:  # images are read only when writing: only missing files are known yet
+                lines.append(f"  catalog: {_fmt_counts(self.catalog_counts)} with an image file; "
+                             f"{len(self.skipped)} skipped (missing), images checked when written")
+            else:
+                lines.append(f"  catalog: {_fmt_counts(self.catalog_counts)} in {len(self.catalog_parts)} "
+                             f"part(s); {len(self.skipped)} skipped, {self.reencoded} re-encoded")
+            for what, n in sorted(self.conversions.items()):
+                lines.append(f"    {n} {what}")
             for s in self.skipped[:10]:
                 lines.append(f"    line {s.line} item_id={s.item_id!r}: {s.reason}")
             if len(self.skipped) > 10:
                 lines.append(f"    ... {len(self.skipped) - 10} more in {REPORT_NAME}")
         if self.persona_counts:
             lines.append(f"  personas: {_fmt_counts(self.persona_counts)}")
+        if self.split_rule:
+            lines.append(f"  {self.split_rule}")
+        lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
 
@@ -191,13 +263,43 @@ def _suffix(uri: str) -> str:
     return posixpath.splitext(uri.split("?", 1)[0])[1].lower()
 
 
-def _open_text(uri: str) -> io.TextIOWrapper:
-    """A text stream over any pyarrow filesystem (UTF-8, a leading BOM dropped)."""
+def _binary_lines(stream: Any, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Physical lines (ending kept) of a binary stream, read in chunks: memory holds one chunk."""
+    rest = b""
+    while True:
+        block = stream.read(chunk)
+        if not block:
+            break
+        *lines, rest = (rest + block).split(b"\n")
+        for line in lines:
+            yield line + b"\n"
+    if rest:
+        yield rest
+
+
+def _decoded_lines(uri: str, stream: Any) -> Iterator[str]:
+    """UTF-8 lines (a leading BOM dropped); a line that is not UTF-8 is an error naming it.
+
+    Why decode line by line: a text wrapper decodes in blocks, so its error carries a position in
+    a block and no line; a user needs the line to find the stray Latin-1 or Windows-1252 byte.
+    """
+    for lineno, raw in enumerate(_binary_lines(stream), start=1):
+        try:
+            yield raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise IngestError(f"{uri} line {lineno}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                              f"{err.start + 1}); save the file as UTF-8") from None
+
+
+@contextlib.contextmanager
+def _open_text(uri: str) -> Iterator[Iterator[str]]:
+    """The lines of a text file on any pyarrow filesystem (UTF-8, a leading BOM dropped)."""
     fs, path = storage.resolve(uri)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
         raise IngestError(f"{uri}: file does not exist")
-    return io.TextIOWrapper(fs.open_input_stream(path), encoding="utf-8-sig", newline="")
+    with fs.open_input_stream(path) as stream:
+        yield _decoded_lines(uri, stream)
 
 
 def _iter_records(uri: str, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -297,13 +399,13 @@ class _ImageIndex:
             return f.read()
 
 
-def _parse_catalog_row(uri: str, line: int, rec: dict[str, Any], default_split: str) -> CatalogRow:
+def _parse_catalog_row(uri: str, line: int, rec: dict[str, Any], cfg: IngestConfig) -> CatalogRow:
     """Validate one catalog record with the shared ``CatalogItem`` contract."""
     def cell(name: str) -> str:
         v = rec.get(name)
         return "" if v is None else _as_str(v).strip()
 
-    split = cell("split") or default_split
+    split = cfg.split_of("catalog", cell("item_id"), cell("split"))
     if split not in SPLITS:
         raise IngestError(f"{uri} line {line}: split {split!r} is not one of {list(SPLITS)}")
     image = cell("image") or None
@@ -318,7 +420,8 @@ def _parse_catalog_row(uri: str, line: int, rec: dict[str, Any], default_split: 
                            attributes=attributes)
     except ValidationError as err:
         raise IngestError(f"{uri} line {line}: {_validation_message(err)}") from None
-    return CatalogRow(line, item.item_id, item.title, item.split, image, item.attributes)
+    return CatalogRow(line, item.item_id, item.title, item.split, image, item.attributes,
+                      hashed=not cell("split") and not cfg.default_split)
 
 
 def _iter_catalog(cfg: IngestConfig) -> Iterator[CatalogRow | IngestError]:
@@ -326,7 +429,7 @@ def _iter_catalog(cfg: IngestConfig) -> Iterator[CatalogRow | IngestError]:
     assert cfg.catalog_file is not None
     for line, rec in _iter_records(cfg.catalog_file, REQUIRED_CATALOG_COLUMNS):
         try:
-            yield _parse_catalog_row(cfg.catalog_file, line, rec, cfg.default_split)
+            yield _parse_catalog_row(cfg.catalog_file, line, rec, cfg)
         except IngestError as err:
             yield err
 
@@ -336,6 +439,8 @@ class _CatalogPlan:
     rows: int
     skipped: list[SkippedRow]
     images: _ImageIndex
+    counts: dict[str, int]  # rows with an image file, per split: what a dry run would write at most
+    hash_split: bool  # some row named no split and was placed by the hash
 
 
 def _validate_catalog(cfg: IngestConfig) -> _CatalogPlan:
@@ -345,7 +450,9 @@ def _validate_catalog(cfg: IngestConfig) -> _CatalogPlan:
     first_line: dict[str, int] = {}
     errors: list[str] = []
     skipped: list[SkippedRow] = []
+    counts: Counter[str] = Counter()
     rows = 0
+    hashed = False
     for row in _iter_catalog(cfg):
         if isinstance(row, IngestError):
             errors.append(str(row))
@@ -356,57 +463,29 @@ def _validate_catalog(cfg: IngestConfig) -> _CatalogPlan:
                           f"(first on line {first_line[row.item_id]})")
             continue
         first_line[row.item_id] = row.line
+        hashed = hashed or row.hashed
         _, reason = images.find(row.item_id, row.image)
         if reason:
             skipped.append(SkippedRow(row.line, row.item_id, row.image, f"missing: {reason}"))
+        else:
+            counts[row.split] += 1
     _raise_collected(errors)
     if rows == 0:
         raise IngestError(f"{cfg.catalog_file}: no catalog rows")
-    return _CatalogPlan(rows, skipped, images)
+    return _CatalogPlan(rows, skipped, images, dict(counts), hashed)
 
 
-def prepare_image(data: bytes, max_side: int) -> tuple[bytes, bool]:
-    """(bytes to store, whether they were re-encoded); raises on a corrupt image.
-
-    ``verify()`` catches structural damage cheaply but not truncated pixel data, so a full
-    decode follows. The module docstring states the keep-or-re-encode policy.
-    """
-    with Image.open(io.BytesIO(data)) as probe:
-        probe.verify()
-    with Image.open(io.BytesIO(data)) as img:
-        fmt = img.format or ""
-        rotated = img.getexif().get(0x0112, 1) not in (1, None)  # EXIF Orientation
-        too_big = max(img.size) > max_side
-        if too_big and fmt == "JPEG":
-            img.draft("RGB", (max_side, max_side))  # decode at a reduced scale: much faster
-        img.load()
-        if fmt in _KEEP_FORMATS and not too_big and not rotated:
-            return data, False
-        out = ImageOps.exif_transpose(img)
-        if max(out.size) > max_side:
-            out.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        if fmt == "JPEG":
-            out.convert("RGB" if out.mode not in ("RGB", "L") else out.mode).save(buf, "JPEG", quality=95)
-        else:
-            has_alpha = "A" in out.mode or "transparency" in out.info
-            if out.mode not in ("RGB", "RGBA", "L", "LA"):
-                out = out.convert("RGBA" if has_alpha else "RGB")
-            out.save(buf, "PNG")
-        return buf.getvalue(), True
-
-
-def _load_image(images: _ImageIndex, rel: str, max_side: int) -> tuple[bytes | None, bool, str | None]:
-    """(bytes, re-encoded, None) or (None, False, reason): never raises, so one bad file skips one row."""
+def _load_image(images: _ImageIndex, rel: str, max_side: int) -> tuple[bytes | None, list[str], str | None]:
+    """(bytes, conversions, None) or (None, [], reason): never raises, so one bad file skips one row."""
     try:
         data = images.read(rel)
     except Exception as err:  # noqa: BLE001 - any read failure skips the row, with the reason
-        return None, False, f"unreadable: {type(err).__name__}: {err}"
+        return None, [], f"unreadable: {describe_error(err).removeprefix('corrupt image: ')}"
     try:
-        out, reencoded = prepare_image(data, max_side)
-        return out, reencoded, None
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged files
-        return None, False, f"corrupt image: {type(err).__name__}: {err}"
+        out, changes = normalise_for_catalog(data, max_side)
+        return out, changes, None
+    except ImageError as err:
+        return None, [], str(err)
 
 
 class _PartWriter:
@@ -459,10 +538,11 @@ def _write_catalog(cfg: IngestConfig, plan: _CatalogPlan, report: IngestReport) 
     report.skipped.extend(plan.skipped)
     rows = (r for r in _iter_catalog(cfg) if isinstance(r, CatalogRow) and r.line not in skip_lines)
     writer = _PartWriter(cfg.output, cfg.part_size)
+    conversions: Counter[str] = Counter()
     bar = tqdm(total=plan.rows, desc="images", unit="img", disable=not cfg.progress)
     bar.update(len(plan.skipped))
 
-    def work(row: CatalogRow) -> tuple[bytes | None, bool, str | None]:
+    def work(row: CatalogRow) -> tuple[bytes | None, list[str], str | None]:
         rel, _ = plan.images.find(row.item_id, row.image)
         assert rel is not None  # pass 1 skipped every row without an image
         return _load_image(plan.images, rel, cfg.max_image_side)
@@ -470,33 +550,62 @@ def _write_catalog(cfg: IngestConfig, plan: _CatalogPlan, report: IngestReport) 
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool, bar:
         # Chunks bound memory: at most one chunk of decoded images is in flight at a time.
         for chunk in _chunks(rows, max(cfg.workers * 4, 32)):
-            for row, (data, reencoded, reason) in zip(chunk, pool.map(work, chunk)):
+            for row, (data, changes, reason) in zip(chunk, pool.map(work, chunk)):
                 bar.update(1)
                 if data is None:
                     report.skipped.append(SkippedRow(row.line, row.item_id, row.image, reason or "?"))
                     continue
-                report.reencoded += reencoded
+                report.reencoded += bool(changes)
+                for what in changes:
+                    conversions[what] += 1
                 writer.add(row, data)
     writer.close()
     report.skipped.sort(key=lambda s: s.line)
     report.catalog_counts = dict(writer.counts)
     report.catalog_parts = writer.parts
+    report.conversions = dict(conversions)
 
 
 # --------------------------------------------------------------------------- personas
 
 
-def _read_personas(uri: str, default_split: str) -> list[Persona]:
+@dataclass
+class _PersonaRead:
+    personas: list[Persona]
+    warnings: list[str]
+    hash_split: bool  # some persona named no split and was placed by the hash
+
+
+def _id_column_warnings(uri: str, seen: set[str], used: set[str], rows: int, missing: int) -> list[str]:
+    """Warnings for id-like columns that are not read, and for rows that fell back to line ids."""
+    out = []
+    ignored = sorted(k for k in seen if k not in used and (k in PERSONA_ID_COLUMNS or _ID_LIKE.search(k)))
+    if ignored:
+        out.append(f"{uri}: column(s) {ignored} look like ids but are not read; persona ids come from "
+                   f"{' or '.join(PERSONA_ID_COLUMNS)} (first present wins), else persona-<line>")
+    if used and missing:
+        out.append(f"{uri}: {missing} of {rows} rows have no {' or '.join(PERSONA_ID_COLUMNS)}: "
+                   f"their ids are persona-<line>")
+    return out
+
+
+def _read_personas(cfg: IngestConfig) -> _PersonaRead:
     """All personas of a .txt or .jsonl file, validated; every bad line is reported at once."""
+    uri = cfg.personas_file
+    assert uri is not None
     kind = _suffix(uri)
     errors: list[str] = []
     personas: list[Persona] = []
     first_line: dict[str, int] = {}
+    hashed = False
 
     def add(line: int, persona_id: str, text: str, split: str) -> None:
+        nonlocal hashed
         if not text.strip():
             errors.append(f"{uri} line {line}: empty persona text")
             return
+        hashed = hashed or not split and not cfg.default_split
+        split = cfg.split_of("personas", persona_id.strip(), split)
         if split not in SPLITS:
             errors.append(f"{uri} line {line}: split {split!r} is not one of {list(SPLITS)}")
             return
@@ -512,22 +621,42 @@ def _read_personas(uri: str, default_split: str) -> list[Persona]:
         first_line[p.persona_id] = line
         personas.append(p)
 
+    warnings: list[str] = []
     if kind == ".txt":
         with _open_text(uri) as text:
             for line, raw in enumerate(text, start=1):
                 if raw.strip():
-                    add(line, f"persona-{line}", raw, default_split)
+                    add(line, f"persona-{line}", raw, "")
     elif kind in (".jsonl", ".ndjson"):
+        seen: set[str] = set()  # column names: bounded by the file's schema, not its length
+        used: set[str] = set()
+        rows = missing = 0
         for line, rec in _iter_records(uri, ("text",)):
-            pid = rec.get("persona_id")
-            add(line, _as_str(pid).strip() if pid is not None else f"persona-{line}",
-                _as_str(rec["text"]), _as_str(rec.get("split") or default_split).strip())
+            seen.update(str(k) for k in rec)
+            column = next((c for c in PERSONA_ID_COLUMNS if rec.get(c) is not None), None)
+            rows += 1
+            if column is None:
+                missing += 1
+            else:
+                used.add(column)
+            add(line, _as_str(rec[column]).strip() if column else f"persona-{line}",
+                _as_str(rec["text"]), _as_str(rec.get("split") or "").strip())
+        warnings = _id_column_warnings(uri, seen, used, rows, missing)
     else:
         raise IngestError(f"{uri}: unsupported persona file type {kind!r} (expected .txt or .jsonl)")
     _raise_collected(errors)
     if not personas:
         raise IngestError(f"{uri}: no personas")
-    return personas
+    return _PersonaRead(personas, warnings, hashed)
+
+
+def _empty_split_warnings(what: str, counts: dict[str, int]) -> list[str]:
+    """Which splits came out empty, and what that stops: distillation needs all three."""
+    empty = [s for s in SPLITS if not counts.get(s)]
+    if not empty or not counts:
+        return []
+    return [f"{what} split(s) {empty} are empty: jobs/distill.py needs train, val and test "
+            f"(leave split cells empty for a seeded split, or adjust split_fractions)"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -551,15 +680,24 @@ def ingest(cfg: IngestConfig) -> IngestReport:
     """Validate everything, then write catalog parts, personas, the report and (last) the manifest."""
     report = IngestReport(output=cfg.output, dry_run=cfg.dry_run)
     plan = _validate_catalog(cfg) if cfg.catalog_file else None
-    personas = _read_personas(cfg.personas_file, cfg.default_split) if cfg.personas_file else None
-    if personas is not None:
-        report.persona_counts = dict(Counter(p.split for p in personas))
+    read = _read_personas(cfg) if cfg.personas_file else None
+    personas = read.personas if read is not None else None
+    if read is not None:
+        report.persona_counts = dict(Counter(p.split for p in read.personas))
+        report.warnings.extend(read.warnings)
     if plan is not None and len(plan.skipped) == plan.rows:
         raise IngestError(f"{cfg.catalog_file}: every one of the {plan.rows} rows lacks its image, "
                           f"e.g. line {plan.skipped[0].line}: {plan.skipped[0].reason}")
+    if (plan is not None and plan.hash_split) or (read is not None and read.hash_split):
+        f = cfg.split_fractions
+        report.split_rule = (f"rows without a split: seeded hash of the id (train {f.train:g} / val {f.val:g} / "
+                             f"test {f.test:g}, split_seed {cfg.split_seed}); adding rows never moves old ones")
     if cfg.dry_run:
         if plan is not None:
             report.skipped = plan.skipped
+            report.catalog_counts = plan.counts
+        report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts)
+                               + _empty_split_warnings("persona", report.persona_counts))
         return report
 
     _prepare_output(cfg)
@@ -569,6 +707,8 @@ def ingest(cfg: IngestConfig) -> IngestReport:
     if personas is not None:
         table = pa.Table.from_pylist([p.model_dump() for p in personas], schema=PERSONA_SCHEMA)
         datasets.write_personas(table, cfg.output)
+    report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts)
+                           + _empty_split_warnings("persona", report.persona_counts))
     storage.write_json_atomic(report.to_json(), storage.join(cfg.output, REPORT_NAME))
     if plan is not None and not report.catalog_counts:
         raise IngestError(f"{cfg.catalog_file}: all {plan.rows} catalog rows were skipped; no manifest "
@@ -588,6 +728,7 @@ def _manifest(cfg: IngestConfig, report: IngestReport) -> dict[str, Any]:
             "parts": report.catalog_parts,
             "skipped": len(report.skipped),
             "reencoded": report.reencoded,
+            "conversions": report.conversions,
         },
         "personas": None if cfg.personas_file is None else {
             "counts": report.persona_counts,

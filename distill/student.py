@@ -127,13 +127,11 @@ def state_dict_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 
 def decode_images(images: list[bytes], preprocess) -> torch.Tensor:
-    """(B, 3, H, W) float tensor: PIL decode + open_clip's own preprocess transform."""
-    from PIL import Image
+    """(B, 3, H, W) float tensor: the shared decode (``distill.images``: the judge's pixels) +
+    open_clip's own preprocess transform."""
+    from distill.images import prepare_image
 
-    tensors = []
-    for data in images:
-        with Image.open(io.BytesIO(data)) as im:
-            tensors.append(preprocess(im.convert("RGB")))
+    tensors = [preprocess(prepare_image(data)) for data in images]
     return torch.stack(tensors) if tensors else torch.zeros(0)
 
 

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from distill.judges.base import Candidate, MatchView
-from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig, prepare_image, ViewError
+from distill.images import ImageError, prepare_image
+from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig
 from distill.schemas import PERSONA_MAX_CHARS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,10 +64,10 @@ def test_prepare_image_budget_alpha_and_failures():
     buf = io.BytesIO()
     Image.new("RGBA", (10, 10), (0, 0, 0, 0)).save(buf, "PNG")
     assert prepare_image(buf.getvalue(), "x", 448, 448 * 448).getpixel((5, 5)) == (255, 255, 255)
-    with pytest.raises(ViewError, match="candidate bad: unreadable image"):
-        prepare_image(b"\x89PNG\r\n\x1a\n garbage", "bad", 448, 448 * 448)
-    with pytest.raises(ViewError, match="candidate none: no image"):
-        prepare_image(None, "none", 448, 448 * 448)
+    with pytest.raises(ImageError, match="candidate bad: unreadable image"):
+        prepare_image(b"\x89PNG\r\n\x1a\n garbage", "candidate bad", 448, 448 * 448)
+    with pytest.raises(ImageError, match="candidate none: no image"):
+        prepare_image(None, "candidate none", 448, 448 * 448)
 
 
 def test_config_engine_args():

@@ -18,8 +18,6 @@ judge is built, inside the judge actor. Judgements hold plain numpy arrays, neve
 
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +26,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from distill.images import ImageError, prepare_image
 from distill.judges.base import Judge, Judgement, MatchView, softmax
 from distill.schemas import PERSONA_MAX_CHARS
 
@@ -158,30 +157,6 @@ class ViewError(Exception):
     """A problem with one match view (its images); fails that view only."""
 
 
-def prepare_image(data: bytes | None, item_id: str, max_side: int, max_pixels: int) -> Image.Image:
-    """Decode, flatten onto white, and downscale an encoded image to the pixel budget."""
-    if not data:
-        raise ViewError(f"candidate {item_id}: no image")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-                rgb.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                rgb = im.convert("RGB")
-    except Exception as e:  # noqa: BLE001  (PIL raises many kinds for bad bytes)
-        raise ViewError(f"candidate {item_id}: unreadable image ({type(e).__name__}: {e})") from None
-    w, h = rgb.size
-    if w < 1 or h < 1:
-        raise ViewError(f"candidate {item_id}: empty image")
-    scale = min(1.0, max_side / max(w, h), math.sqrt(max_pixels / (w * h)))
-    if scale < 1.0:
-        rgb = rgb.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.LANCZOS)
-    return rgb
-
-
 class ImagePromptJudge(Judge):
     """What the VLM and the API judge share: a config given whole or as fields (the ``plugin``
     kind passes fields), the versioned prompt, the per-image pixel budget, and an identity
@@ -220,8 +195,11 @@ class ImagePromptJudge(Judge):
         """The view's images within the pixel budget; a bad k or image fails this view only."""
         if not 2 <= view.k <= self.config.max_k:
             raise ViewError(f"match has {view.k} candidates; this judge takes 2..{self.config.max_k}")
-        return [prepare_image(c.image, c.item_id, self.config.image_max_side, self._max_pixels)
-                for c in view.candidates]
+        try:  # the one decode every model shares (distill.images): same pixels as the student
+            return [prepare_image(c.image, f"candidate {c.item_id}", self.config.image_max_side, self._max_pixels)
+                    for c in view.candidates]
+        except ImageError as err:
+            raise ViewError(str(err)) from None
 
 
 class VLMJudge(ImagePromptJudge):
