@@ -1,7 +1,10 @@
 """Job configs: a pydantic model, filled from a YAML file and then ``dotted.key=value`` overrides.
 
-Every job in ``jobs/`` is ``load_config(MyJobConfig)`` plus one library call. The same model
-renders the README's config reference (``config_reference``), so docs cannot drift from code.
+Every job in ``jobs/`` is ``run_job(MyJobConfig, library_call)``: the one place that parses the
+command line, lists the config fields under ``--help`` and turns user errors (a bad config value,
+``distill.errors.UserError``) into one line on stderr and exit code 2, while bugs keep their
+traceback. The same model renders the config reference (``config_reference``), so docs cannot
+drift from code.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ import argparse
 import sys
 import types
 import typing
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+USER_ERROR_EXIT = 2
 
 
 class ConfigError(SystemExit):
@@ -112,13 +119,14 @@ def build_config(model: type[M], yaml_text: str | None = None, overrides: list[s
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{model.__name__} is invalid:\n" + "\n".join(lines)) from None
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"{model.__name__} is invalid: " + "; ".join(problems)) from None
 
 
 def load_config(model: type[M], argv: list[str] | None = None, description: str | None = None) -> M:
     """Parse ``--config FILE`` and ``key=value`` overrides from the command line."""
-    parser = argparse.ArgumentParser(description=description or model.__doc__)
+    parser = argparse.ArgumentParser(description=description or model.__doc__, epilog=config_help(model),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with the job config (any pyarrow filesystem URI)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. tournament.k=4")
@@ -154,9 +162,9 @@ def prepare_models(cfg: BaseModel) -> None:
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
-        return " \\| ".join(repr(a) for a in typing.get_args(annotation))
+        return " | ".join(repr(a) for a in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
-        return " \\| ".join(_type_name(a) for a in typing.get_args(annotation))
+        return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
     if origin is not None:
@@ -173,13 +181,13 @@ def _submodels(annotation: Any) -> list[type[BaseModel]]:
     return [m for a in typing.get_args(annotation) for m in _submodels(a)]
 
 
-def config_reference(model: type[BaseModel], prefix: str = "") -> str:
-    """A Markdown table of every field (nested models flattened with dotted names).
+def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted field, type, default, description) for every field, nested models flattened.
 
     Defaults are read from a default instance where the model builds without arguments, so a
     section filled by a factory or a validator (the ``pad`` preset, the demo's captions) shows the
     values a run really gets, not its model class's own defaults."""
-    rows: list[str] = []
+    rows: list[tuple[str, str, str, str]] = []
 
     def walk(m: type[BaseModel], pre: str, inst: BaseModel | None) -> None:
         for name, field in m.model_fields.items():
@@ -197,8 +205,7 @@ def config_reference(model: type[BaseModel], prefix: str = "") -> str:
             default = repr(value) if has_value else "required"
             if subs:  # a union of models (e.g. judge kinds): show each variant's fields
                 default = "see variants"
-            doc = (field.description or "").replace("\n", " ").replace("|", "\\|")
-            rows.append(f"| `{key}` | {_type_name(field.annotation)} | `{default}` | {doc} |")
+            rows.append((key, _type_name(field.annotation), default, (field.description or "").replace("\n", " ")))
             for sub in subs:
                 walk(sub, f"{key}[{sub.__name__}].", value if isinstance(value, sub) else None)
 
@@ -207,4 +214,42 @@ def config_reference(model: type[BaseModel], prefix: str = "") -> str:
     except ValidationError:  # required fields: fall back to each field's own default
         default = None
     walk(model, prefix, default)
+    return rows
+
+
+def config_reference(model: type[BaseModel], prefix: str = "") -> str:
+    """A Markdown table of every field (see ``reference_rows``)."""
+    rows = [f"| `{key}` | {kind.replace('|', chr(92) + '|')} | `{default}` | {doc.replace('|', chr(92) + '|')} |"
+            for key, kind, default, doc in reference_rows(model, prefix)]
     return "| field | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows)
+
+
+def config_help(model: type[BaseModel]) -> str:
+    """The ``--help`` epilog: every config field (dotted), its type, default and description,
+    from the same rows as ``config_reference``, so ``--help`` and docs/config.md agree."""
+    lines = ["config fields (set as key=value or in the --config YAML):"]
+    for key, kind, default, doc in reference_rows(model):
+        lines.append(f"  {key} ({kind}; default {default})")
+        if doc:
+            lines.append(f"      {doc}")
+    return "\n".join(lines)
+
+
+def run_job(model: type[M], body: Callable[[M], T], argv: list[str] | None = None, name: str | None = None) -> T:
+    """Parse ``model`` from the command line and run ``body`` on it: the entry of every job.
+
+    A ``ConfigError`` or ``distill.errors.UserError`` (bad value, missing root, empty split, an
+    output holding another run) becomes one line ``<job> failed: <message>`` on stderr and exit
+    code 2, so scripts and ``ray job submit`` see a user error as such; any other exception is a
+    bug and propagates with its traceback."""
+    from distill.errors import UserError
+
+    job = name or Path(sys.argv[0]).stem or "job"
+    try:
+        return body(load_config(model, argv))
+    except ConfigError as err:
+        message = str(err.code)
+    except UserError as err:
+        message = str(err)
+    print(f"{job} failed: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(USER_ERROR_EXIT)

@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
+from distill.errors import DataError
 from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
 from distill.sampling import SamplerConfig, sample_candidates
 from distill.seeding import rng_for, sample_rows
@@ -82,12 +83,12 @@ def check_resumable(start: dict, cfg: CycleConfig, start_checkpoint: str, output
     into a result they were not made for. (Runs from before the recipe was recorded pass.)"""
     start_id = start_checkpoint_id(start_checkpoint)
     if start.get("start_id", start_id) != start_id:
-        raise ValueError(f"{output} was started from another checkpoint ({start.get('checkpoint')}) than "
+        raise DataError(f"{output} was started from another checkpoint ({start.get('checkpoint')}) than "
                          f"{start_checkpoint}; use another output to distil from a different start")
     saved, now = start.get("recipe"), recipe(cfg)
     if saved is not None and saved != now:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        raise ValueError(f"{output} holds cycles of another recipe (differs in {diff}); "
+        raise DataError(f"{output} holds cycles of another recipe (differs in {diff}); "
                          "use another output, or the recipe it was run with")
 
 

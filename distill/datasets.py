@@ -13,7 +13,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distill import storage
+from distill.errors import DataError, MissingInputError
 from distill.schemas import CATALOG_SCHEMA, PERSONA_SCHEMA, SPLITS
+
+# How to get missing splits, said once for every stage that needs one.
+SPLIT_FIX = ("re-run jobs/ingest.py with no split column (rows without a split get a seeded "
+             "train/val/test split; split_fractions sets the shares) or give those rows split values")
 
 
 def catalog_dir(root: str) -> str:
@@ -37,7 +42,7 @@ def read_catalog(root: str, split: str | None = None, columns: list[str] | None 
     """The catalog (optionally one split, optionally some columns), in a stable item order."""
     _check_split(split)
     if not storage.exists(catalog_dir(root)):
-        raise FileNotFoundError(f"no catalog under {root!r} (expected {catalog_dir(root)!r})")
+        raise MissingInputError(f"no catalog under {root!r} (expected {catalog_dir(root)!r})")
     filt = pc.field("split") == split if split else None
     table = storage.read_table(catalog_dir(root), columns=columns, schema=CATALOG_SCHEMA, filter=filt)
     return table
@@ -46,7 +51,7 @@ def read_catalog(root: str, split: str | None = None, columns: list[str] | None 
 def read_personas(root: str, split: str | None = None) -> pa.Table:
     _check_split(split)
     if not storage.exists(personas_path(root)):
-        raise FileNotFoundError(f"no personas under {root!r} (expected {personas_path(root)!r})")
+        raise MissingInputError(f"no personas under {root!r} (expected {personas_path(root)!r})")
     table = storage.read_table(personas_path(root), schema=PERSONA_SCHEMA)
     if split:
         table = table.filter(pc.field("split") == split)
@@ -64,3 +69,44 @@ def write_personas(table: pa.Table, root: str) -> str:
     uri = personas_path(root)
     storage.write_table_atomic(table, uri, PERSONA_SCHEMA)
     return uri
+
+
+def require_root(root: str, setting: str = "root") -> None:
+    """A complete dataset root (its manifest is written last), or a one-line user error."""
+    if not storage.exists(manifest_path(root)):
+        what = "does not exist" if not storage.exists(root) else "is not a complete dataset root (no manifest.json)"
+        raise MissingInputError(f"{setting}={root!r} {what}; run jobs/ingest.py (or jobs/world.py) first")
+
+
+def split_counts(root: str, table: str) -> dict[str, int]:
+    """Rows per split of ``catalog`` or ``personas``, counted by a streaming scan of the ``split``
+    column (Parquet statistics where they suffice): no rows are materialised in the driver."""
+    import pyarrow.dataset as ds
+
+    uri = catalog_dir(root) if table == "catalog" else personas_path(root)
+    if not storage.exists(uri):
+        return {}
+    fs, path = storage.resolve(uri)
+    schema = CATALOG_SCHEMA if table == "catalog" else PERSONA_SCHEMA
+    dataset = ds.dataset(path, filesystem=fs, format="parquet", schema=schema, ignore_prefixes=[".", "_"])
+    return {s: n for s in SPLITS if (n := dataset.count_rows(filter=pc.field("split") == s))}
+
+
+def require_splits(root: str, stage: str, catalog: tuple[str, ...] = (), personas: tuple[str, ...] = (),
+                   setting: str = "root") -> None:
+    """Before a stage does any work: the splits it reads must hold rows, else one line saying which
+    split is empty and how to fix it. ``"all"`` asks for a non-empty table whatever the splits."""
+    require_root(root, setting)
+    problems, have = [], []
+    for table, wanted in (("catalog", catalog), ("personas", personas)):
+        if not wanted:
+            continue
+        counts = split_counts(root, table)
+        have.append(f"{table}: " + (", ".join(f"{s} {n}" for s, n in counts.items()) or "none"))
+        empty = [s for s in wanted if (not counts if s == "all" else not counts.get(s))]
+        if empty:
+            noun = "catalog items" if table == "catalog" else "personas"
+            problems.append(f"no {noun}" + ("" if empty == ["all"] else f" in split(s) {', '.join(map(repr, empty))}"))
+    if problems:
+        raise DataError(f"{stage}: {setting}={root!r} has {' and '.join(problems)} ({'; '.join(have)}); "
+                        f"{SPLIT_FIX}")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distill import storage
+from distill import datasets, storage
 from distill.cycles import CycleConfig, run_cycles
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.pretrain import PretrainConfig, with_demo_captions
@@ -115,6 +115,22 @@ class DistillJobConfig(BaseModel):
         return storage.join(home(), "runs", f"distill-{digest}")
 
 
+def require_checkpoint(uri: str, setting: str) -> None:
+    """A student checkpoint the config names must exist before any work starts (a user error)."""
+    from distill.errors import MissingInputError
+
+    if not storage.exists(storage.join(uri, "student.json")):
+        raise MissingInputError(f"{setting}={uri!r} is not a student checkpoint (no student.json)")
+
+
+def preflight(cfg: DistillJobConfig, root: str) -> None:
+    """Everything a run reads, checked before the first tournament: the splits (train for the cycles
+    and caption pretraining, val for the learning curve, test for the evaluation) and the start."""
+    datasets.require_splits(root, "distill", catalog=("train", "val", "test"), personas=("train", "val", "test"))
+    if cfg.start_checkpoint:
+        require_checkpoint(cfg.start_checkpoint, "start_checkpoint")
+
+
 def resolve_root(cfg: DistillJobConfig) -> tuple[str, bool]:
     if cfg.root:
         return cfg.root, False
@@ -137,11 +153,13 @@ def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:
 
 
 def run(cfg: DistillJobConfig) -> dict:
-    from distill.evaluate import (CEILING_ROW, add_paired_deltas, build_eval_set, evaluate_scores,
+    from distill.evaluate import (CEILING_ROW, HIT_KS, add_paired_deltas, build_eval_set, evaluate_scores,
                                   evaluate_student, format_table, plot_report, side_by_side,
                                   teacher_ceiling_scores)
+    from distill.metrics import eval_set_size
 
     root, demo = resolve_root(cfg)
+    preflight(cfg, root)
     out = cfg.output_uri()
     start = ensure_pretrained(cfg, root)
     ev = cfg.eval
@@ -167,6 +185,7 @@ def run(cfg: DistillJobConfig) -> dict:
               "checkpoints": {n: r.checkpoint for n, r in results.items()},
               "eval_teacher_calls": {"test": test.teacher_calls, "val": val.teacher_calls},
               "table": format_table(rows), "output": out,
+              "eval_set": eval_set_size(len(test.persona_ids), len(test.item_ids), HIT_KS),
               "side_by_side": verdict.model_dump(mode="json") if verdict else None}
     storage.write_json_atomic(report, storage.join(out, "eval", "report.json"))
     return report

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, computed_field
 
+from distill.errors import DataError
 from distill.metrics import paired_bootstrap_delta, percentile_rank, rank_of
 
 HIT_KS = (1, 5, 20, 100)
@@ -192,18 +193,18 @@ def pool_runs(reports: list[dict]) -> list[dict]:
     agree, else the runs were not evaluated on one test set.
     """
     if not reports:
-        raise ValueError("no reports to pool")
+        raise DataError("no reports to pool")
     names = [r["model"] for r in reports[0]["rows"]]
     for rep in reports[1:]:
         if [r["model"] for r in rep["rows"]] != names:
-            raise ValueError(f"reports list different models: {names} vs {[r['model'] for r in rep['rows']]}")
+            raise DataError(f"reports list different models: {names} vs {[r['model'] for r in rep['rows']]}")
         for a, b in zip(reports[0]["rows"], rep["rows"]):
             if a.get("teacher_calls") != b.get("teacher_calls"):
-                raise ValueError(f"{a['model']} spent {a.get('teacher_calls')} vs {b.get('teacher_calls')} teacher "
+                raise DataError(f"{a['model']} spent {a.get('teacher_calls')} vs {b.get('teacher_calls')} teacher "
                                  "calls: runs of different recipes are not replicates")
             if len(a["percentiles"]) != len(b["percentiles"]) or (
                     a["model"] == CEILING_ROW and not np.allclose(a["percentiles"], b["percentiles"])):
-                raise ValueError("reports were not evaluated on the same test personas and winners")
+                raise DataError("reports were not evaluated on the same test personas and winners")
     rows = []
     for i, name in enumerate(names):
         pct = np.mean([rep["rows"][i]["percentiles"] for rep in reports], axis=0)

@@ -43,11 +43,18 @@ class PoolRunsConfig(BaseModel):
 def run_evaluate(cfg: EvaluateJobConfig) -> dict:
     """Label the test winners with the teacher (cached under ``output``), score every checkpoint."""
     from distill import storage
-    from distill.evaluate import (CEILING_ROW, add_paired_deltas, build_eval_set, evaluate_scores,
+    from distill.evaluate import (CEILING_ROW, HIT_KS, add_paired_deltas, build_eval_set, evaluate_scores,
                                   evaluate_student, format_table, plot_report, teacher_ceiling_scores)
+    from distill.metrics import eval_set_size
     from distill.world import ensure_world
 
+    from distill import datasets
+    from distill.distill_job import require_checkpoint
+
     root, demo = (cfg.root, False) if cfg.root else (ensure_world(cfg.world), True)
+    datasets.require_splits(root, "evaluate", catalog=("test",), personas=("test",))
+    for name, uri in cfg.checkpoints.items():
+        require_checkpoint(uri, f"checkpoints.{name}")
     test = build_eval_set(root, "test", "test", cfg.eval.test_personas, cfg.eval.test_max_candidates, cfg.judge,
                           cfg.pool, cfg.eval.tournament, storage.join(cfg.output, "test-tournaments"), demo,
                           progress=cfg.progress)
@@ -57,7 +64,8 @@ def run_evaluate(cfg: EvaluateJobConfig) -> dict:
     add_paired_deltas(rows)
     plots = plot_report(rows, {}, cfg.output)
     table = format_table(rows)
-    report = {"rows": rows, "table": table, "plots": plots, "eval_teacher_calls": test.teacher_calls}
+    report = {"rows": rows, "table": table, "plots": plots, "eval_teacher_calls": test.teacher_calls,
+              "eval_set": eval_set_size(len(test.persona_ids), len(test.item_ids), HIT_KS)}
     storage.write_json_atomic(report, storage.join(cfg.output, "report.json"))
     return report
 
@@ -68,11 +76,19 @@ def run_pool_runs(cfg: PoolRunsConfig) -> dict:
     from distill.distill_job import START_ROW
     from distill.evaluate import CEILING_ROW, format_table, pool_runs, side_by_side
 
+    from distill.errors import MissingInputError
+
+    missing = [run for run in cfg.runs if not storage.exists(storage.join(run, "eval", "report.json"))]
+    if missing:
+        raise MissingInputError(f"runs: {missing} hold no eval/report.json (not finished jobs/distill.py runs)")
     reports = [storage.read_json(storage.join(run, "eval", "report.json")) for run in cfg.runs]
     rows = pool_runs(reports)
     verdict = side_by_side(rows, cfg.challenger, cfg.baseline, start=START_ROW, ceiling=CEILING_ROW)
     if verdict is None:
-        raise ValueError(f"the reports lack a {cfg.challenger!r} or {cfg.baseline!r} row: {[r['model'] for r in rows]}")
+        from distill.errors import DataError
+
+        raise DataError(f"challenger/baseline: the reports lack a {cfg.challenger!r} or {cfg.baseline!r} row: "
+                        f"{[r['model'] for r in rows]}")
     pooled = {"runs": cfg.runs, "rows": rows, "table": format_table(rows),
               "side_by_side": verdict.model_dump(mode="json")}
     if cfg.output:

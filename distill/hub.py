@@ -26,6 +26,8 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel
 
+from distill.errors import UserError
+
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 HF_HUB_PREFIX = "hf-hub:"
 SHIPPED_PLACEHOLDER = "$MINILM"
@@ -33,7 +35,7 @@ SHIPPED_PLACEHOLDER = "$MINILM"
 Source = Literal["hub", "local", "shipped", "url"]
 
 
-class ModelUnavailable(Exception):
+class ModelUnavailable(UserError):
     """A model the config names cannot be loaded under the current settings (a user error)."""
 
 

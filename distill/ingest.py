@@ -116,7 +116,7 @@ class IngestConfig(BaseModel):
     personas_file: str | None = Field(
         None,
         description=".txt (one persona per non-blank line, ids persona-<line>) or .jsonl "
-        "(text; optional persona_id, split).",
+        "(text; optional persona_id or id, split; other id-like columns are named in a warning).",
     )
     output: str = Field(description="URI of the dataset root to write.")
     default_split: Split | None = Field(

@@ -46,3 +46,41 @@ def paired_bootstrap_delta(base: np.ndarray, other: np.ndarray, n_boot: int = 40
     means = diff[idx].mean(axis=1)
     tail = (1 - level) / 2
     return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+# A percentile under a uniformly random scorer is Uniform(0, 1): standard deviation 1/sqrt(12).
+_CHANCE_SD = 1.0 / np.sqrt(12.0)
+MAX_STEP_PP = 1.0         # a catalog must resolve percentiles in steps of at most 1 pp (N >= 100)
+MAX_CHANCE_CI95_PP = 10.0  # ... and the personas must pin one model's MPR to within +-10 pp (P >= 33)
+
+
+def eval_set_size(n_personas: int, n_items: int, hit_ks: tuple[int, ...] = ()) -> dict:
+    """Whether an evaluation set can separate models at all, with the reasons when it cannot.
+
+    Two limits, each from what the figures are made of:
+
+    * **Items (resolution).** A winner's percentile moves in steps of 100/N pp; with N < 100 one
+      place in the ranking is worth more than a point, the size of the effects we compare (the
+      brief's gains are 2-4 pp), and hit@k is 1.0 by construction for every k >= N.
+    * **Personas (noise).** MPR is a mean over personas of percentiles that, for a scorer at
+      chance, are Uniform(0, 1) (sd 28.9 pp); its 95 % half-width 1.96 * 28.9 / sqrt(P) pp is
+      above 10 pp for P < 33 personas, so even large differences between models are noise.
+
+    The paired intervals in the report are tighter than the chance half-width when models agree
+    per persona; this check is deliberately the simple, model-free floor a set must clear.
+    """
+    step = 100.0 / n_items if n_items else float("inf")
+    half = 100.0 * 1.96 * _CHANCE_SD / np.sqrt(n_personas) if n_personas else float("inf")
+    reasons = []
+    if step > MAX_STEP_PP:
+        vacuous = [k for k in hit_ks if k >= n_items]
+        reasons.append(f"{n_items} catalog items: percentiles move in steps of {step:.1f} pp (need >= "
+                       f"{int(100 / MAX_STEP_PP)} items for 1 pp)"
+                       + (f"; hit@{','.join(map(str, vacuous))} are 1.0 by construction" if vacuous else ""))
+    if half > MAX_CHANCE_CI95_PP:
+        need = int(np.ceil((1.96 * _CHANCE_SD * 100 / MAX_CHANCE_CI95_PP) ** 2))
+        reasons.append(f"{n_personas} personas: an MPR is known to +-{half:.1f} pp at chance level "
+                       f"(need >= {need} personas for +-{MAX_CHANCE_CI95_PP:g} pp)")
+    return {"personas": n_personas, "items": n_items, "step_pp": float(step), "chance_ci95_pp": float(half),
+            "too_small": bool(reasons),
+            "warning": ("evaluation set too small to separate models: " + "; ".join(reasons)) if reasons else None}

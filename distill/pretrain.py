@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from distill import datasets, storage
+from distill.errors import DataError
 from distill.seeding import sample_rows
 from distill.schemas import Split
 from distill.student import Student, StudentConfig, build_student
@@ -95,10 +96,10 @@ def captions(catalog: pa.Table, template: str | None) -> list[str]:
         try:
             out.append(template.format(**fields))
         except KeyError as err:
-            raise ValueError(f"caption_template {template!r} names {err.args[0]!r}, a field the item does not have; "
+            raise DataError(f"caption_template {template!r} names {err.args[0]!r}, a field the item does not have; "
                              f"it has {sorted(fields)}") from None
         except (IndexError, AttributeError, TypeError) as err:
-            raise ValueError(f"caption_template {template!r} does not fit item {fields}: {err}") from None
+            raise DataError(f"caption_template {template!r} does not fit item {fields}: {err}") from None
     return out
 
 
@@ -109,6 +110,7 @@ def _pixels(student: Student, images: list[bytes], chunk: int = 512) -> torch.Te
 
 def caption_pretrain(cfg: PretrainConfig, root: str, output: str, progress: bool = True) -> dict:
     """Pretrain, save a student checkpoint at ``output``, return a small report."""
+    datasets.require_splits(root, "pretrain", catalog=(cfg.split,))
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)

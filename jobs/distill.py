@@ -14,19 +14,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from distill.distill_job import DistillJobConfig, run  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(DistillJobConfig, argv)
+def _run(cfg: DistillJobConfig) -> dict:
     report = run(cfg)
     print()
     print(report["table"])
     if report["side_by_side"]:
         print(f"\n{report['side_by_side']['summary']}")
+    if report["eval_set"]["warning"]:
+        print(f"\nwarning: {report['eval_set']['warning']}")
     print(f"\nteacher calls spent on evaluation labels: {report['eval_teacher_calls']}")
     print(f"report: {report['output']}/eval/report.json  plots: {', '.join(report['plots'])}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(DistillJobConfig, _run, argv, name="distill")
 
 
 if __name__ == "__main__":

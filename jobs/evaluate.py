@@ -14,17 +14,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from distill.evaluate_job import EvaluateJobConfig, run_evaluate  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(EvaluateJobConfig, argv)
+def _run(cfg: EvaluateJobConfig) -> dict:
     from distill import storage
 
     report = run_evaluate(cfg)
     print(report["table"])
+    if report["eval_set"]["warning"]:
+        print(f"warning: {report['eval_set']['warning']}")
     print(f"report: {storage.join(cfg.output, 'report.json')}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(EvaluateJobConfig, _run, argv, name="evaluate")
 
 
 if __name__ == "__main__":

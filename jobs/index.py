@@ -14,15 +14,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from serving.pipeline import IndexJobConfig, index_root, run_index_job  # noqa: E402
 
 
-def main() -> None:
-    cfg = load_config(IndexJobConfig)
+def _run(cfg: IndexJobConfig):
+    from distill import datasets
+
+    if cfg.dataset:  # before the first actor starts: the catalog (split) it indexes has rows
+        datasets.require_splits(cfg.dataset, "index", catalog=(cfg.split or "all",), setting="dataset")
     manifest = run_index_job(cfg)
     print(f"index_root: {index_root(cfg)}")
     print(f"version: {manifest.version}  checkpoint: {manifest.checkpoint_uri}")
+    return manifest
+
+
+def main(argv: list[str] | None = None):
+    return run_job(IndexJobConfig, _run, argv, name="index")
 
 
 if __name__ == "__main__":

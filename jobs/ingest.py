@@ -15,18 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, no install
 
-from distill.config import load_config  # noqa: E402
-from distill.ingest import IngestConfig, IngestError, ingest  # noqa: E402
+from distill.config import run_job  # noqa: E402
+from distill.ingest import IngestConfig, IngestReport, ingest  # noqa: E402
+
+
+def _run(cfg: IngestConfig) -> IngestReport:
+    report = ingest(cfg)
+    print(report.summary())
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(IngestConfig, argv)
-    try:
-        report = ingest(cfg)
-    except IngestError as err:
-        print(f"ingest failed: {err}", file=sys.stderr)
-        return 2
-    print(report.summary())
+    run_job(IngestConfig, _run, argv, name="ingest")  # a bad input: "ingest failed: ...", exit 2
     return 0
 
 

@@ -15,17 +15,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from distill.evaluate_job import PoolRunsConfig, run_pool_runs  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cfg = load_config(PoolRunsConfig, argv)
+def _run(cfg: PoolRunsConfig) -> dict:
     pooled = run_pool_runs(cfg)
     print(f"{len(cfg.runs)} runs, each model's winner percentiles averaged per persona\n")
     print(pooled["table"])
     print(f"\n{pooled['side_by_side']['summary']}")
     return pooled
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(PoolRunsConfig, _run, argv, name="pool_runs")
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from distill.pretrain import PretrainConfig, PretrainJobConfig, caption_pretrain, default_output  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(PretrainJobConfig, argv)
+def _run(cfg: PretrainJobConfig) -> dict:
     from distill.world import ensure_world
 
     root = cfg.root or ensure_world(cfg.world)
@@ -26,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
     report = caption_pretrain(PretrainConfig(**cfg.model_dump(exclude={"root", "world", "output"})), root, out)
     print(f"pretrained student: {report['checkpoint']}  checkpoint_id {report['checkpoint_id'][:16]}  "
           f"loss {report['first_loss']:.3f} -> {report['final_loss']:.3f}  {report['seconds']:.0f} s")
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(PretrainJobConfig, _run, argv, name="pretrain")
 
 
 if __name__ == "__main__":

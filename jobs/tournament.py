@@ -12,13 +12,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
-from distill.tournament.job import TournamentJobConfig, format_report, run_job  # noqa: E402
+from distill.config import run_job  # noqa: E402
+from distill.tournament.job import JobReport, TournamentJobConfig, format_report, run_job as run_tournament_job  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = load_config(TournamentJobConfig, argv)
-    print(format_report(run_job(cfg)))
+def _run(cfg: TournamentJobConfig) -> JobReport:
+    report = run_tournament_job(cfg)
+    print(format_report(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> JobReport:
+    return run_job(TournamentJobConfig, _run, argv, name="tournament")
 
 
 if __name__ == "__main__":

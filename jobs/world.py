@@ -12,12 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import run_job  # noqa: E402
 from distill.world import WorldJobConfig, ensure_world, read_manifest  # noqa: E402
 
 
-def main() -> None:
-    cfg = load_config(WorldJobConfig)
+def _run(cfg: WorldJobConfig) -> str:
     started = time.perf_counter()
     root = ensure_world(cfg.world, cfg.root, use_ray=cfg.use_ray)
     manifest = read_manifest(root)
@@ -29,6 +28,11 @@ def main() -> None:
     print(f"  held-out motifs ({len(manifest.heldout_motifs)} of {manifest.n_motifs}, test only): "
           + ", ".join(manifest.heldout_motifs[:12]) + (" ..." if len(manifest.heldout_motifs) > 12 else ""))
     print(f"  {seconds:.1f} s this run (the build itself took {manifest.build_seconds:.1f} s)")
+    return root
+
+
+def main(argv: list[str] | None = None) -> str:
+    return run_job(WorldJobConfig, _run, argv, name="world")
 
 
 if __name__ == "__main__":

@@ -275,8 +275,8 @@ def _config_model(job: str):
     to ``load_config`` (a job not yet listed there still gets its config checked)."""
     if job in docs.JOB_CONFIGS:
         return docs.job_config(job)
-    found = re.search(r"load_config\((\w+)", (REPO / job).read_text())
-    assert found, f"{job} calls no load_config(<Model>) and is not in distill.docs.JOB_CONFIGS"
+    found = re.search(r"(?:load_config|run_job)\((\w+)", (REPO / job).read_text())
+    assert found, f"{job} calls no run_job(<Model>, ...) and is not in distill.docs.JOB_CONFIGS"
     spec = importlib.util.spec_from_file_location(f"_cluster_job_{Path(job).stem}", REPO / job)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
+from distill.errors import DataError
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.metrics import percentile_rank
 from distill.schemas import Split
@@ -80,8 +81,8 @@ class JobReport(BaseModel):
 
 def _resolve_root(cfg: DataConfig, progress: bool) -> tuple[str, bool]:
     if cfg.root:
-        if not storage.exists(datasets.manifest_path(cfg.root)):
-            raise FileNotFoundError(f"{cfg.root!r} is not a complete dataset root (no manifest.json); run jobs/ingest.py first")
+        datasets.require_splits(cfg.root, "tournament", catalog=(cfg.catalog_split,), personas=(cfg.persona_split,),
+                                setting="data.root")
         return cfg.root, False
     from distill.world import ensure_world
 
@@ -96,15 +97,15 @@ def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentS
         personas = personas.filter(pc.is_in(personas["persona_id"], pa.array(sorted(wanted))))
         found = set(personas["persona_id"].to_pylist())
         if wanted - found:
-            raise ValueError(f"persona id(s) not in split {cfg.persona_split!r}: {sorted(wanted - found)[:5]}")
+            raise DataError(f"data.persona_ids: id(s) not in split {cfg.persona_split!r}: {sorted(wanted - found)[:5]}")
     else:
         personas = sample_rows(personas, cfg.max_personas, rng_for(seed, "personas"))
     if personas.num_rows == 0:
-        raise ValueError(f"no personas in split {cfg.persona_split!r} of {root!r}")
+        raise DataError(f"no personas in split {cfg.persona_split!r} of {root!r}")
     catalog = datasets.read_catalog(root, split=cfg.catalog_split, columns=["item_id", "title", "image"])
     catalog = sample_rows(catalog, cfg.max_candidates, rng_for(seed, "candidates"))
     if catalog.num_rows == 0:
-        raise ValueError(f"no catalog items in split {cfg.catalog_split!r} of {root!r}")
+        raise DataError(f"no catalog items in split {cfg.catalog_split!r} of {root!r}")
     ids = tuple(catalog["item_id"].to_pylist())
     specs = [TournamentSpec(tournament_id=pid, persona_id=pid, persona_text=text, candidate_ids=ids)
              for pid, text in zip(personas["persona_id"].to_pylist(), personas["text"].to_pylist())]

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from distill import storage
+from distill.errors import UserError
 from distill.schemas import MATCH_SCHEMA
 
 SURVIVOR_SCHEMA = pa.schema([
@@ -41,8 +42,8 @@ class RunState(BaseModel):
     updated_at: str = ""
 
 
-class FingerprintMismatch(RuntimeError):
-    pass
+class FingerprintMismatch(UserError, RuntimeError):
+    """The output holds a run with other settings: a user error (exit 2), not a bug."""
 
 
 class RoundStore:
