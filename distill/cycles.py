@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +32,8 @@ class CycleConfig(BaseModel):
     """PAD-style cycles of preference-aligned sampling, teacher judging and training."""
 
     model_config = ConfigDict(extra="forbid")
+    # Not part of a run's identity: a rerun with more cycles resumes the finished ones and goes on.
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"cycles"})
     cycles: int = Field(3, ge=1, description="number of cycles (PAD: ~30)")
     matches_per_cycle: int = Field(256, ge=1, description="new teacher-judged k-way matches per cycle (PAD: ~1,050)")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="score bins and draws (k = sum of draws)")
@@ -68,9 +71,9 @@ def _val(student: Student, val: EvalSet | None) -> dict | None:
 
 def recipe(cfg: CycleConfig) -> dict:
     """The preset as it decides results (cycles may grow: a resume can add cycles to a finished run)."""
-    out = cfg.model_dump(mode="json", exclude={"cycles"})
-    out["train"] = {k: v for k, v in out["train"].items() if k not in TrainConfig.EXECUTION_FIELDS}
-    return out
+    from distill.runs import identity
+
+    return identity(cfg)
 
 
 def start_checkpoint_id(checkpoint: str) -> str:

@@ -7,9 +7,7 @@ wrappers around this module.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,6 +71,7 @@ class DistillJobConfig(BaseModel):
     """jobs/distill.py: caption-pretrained student -> PAD preset and our default, evaluated side by side."""
 
     model_config = ConfigDict(extra="forbid")
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"pool", "output", "progress"})
     root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
     world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
     output: str | None = Field(None, description="run output URI; empty = $PERSONA_DISTILL_HOME/runs/distill-<config hash> (rerun resumes)")
@@ -108,11 +107,9 @@ class DistillJobConfig(BaseModel):
     def output_uri(self) -> str:
         if self.output:
             return self.output
-        from distill.world.build import home
+        from distill.runs import dataset_name, run_folder
 
-        settings = self.model_dump(mode="json", exclude={"output", "progress"})
-        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
-        return storage.join(home(), "runs", f"distill-{digest}")
+        return run_folder("distill", dataset_name(self.root, self.world.name), self)
 
 
 def require_checkpoint(uri: str, setting: str) -> None:

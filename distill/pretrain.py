@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -175,9 +175,10 @@ class PretrainJobConfig(PretrainConfig):
     """jobs/pretrain.py: contrastive image-title pretraining of the student."""
 
     model_config = ConfigDict(extra="forbid")
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"output", "log_every"})
     root: str | None = Field(None, description="dataset root URI; empty = the built-in demo world")
     world: WorldConfig = Field(default_factory=WorldConfig, description="demo world used when root is empty")
-    output: str | None = Field(None, description="checkpoint URI; empty = $PERSONA_DISTILL_HOME/students/pretrained-<world hash>")
+    output: str | None = Field(None, description="checkpoint URI; empty = $PERSONA_DISTILL_HOME/runs/pretrain-<data>-<hash of the config>")
 
     @model_validator(mode="before")
     @classmethod
@@ -188,11 +189,6 @@ class PretrainJobConfig(PretrainConfig):
 
 def default_output(cfg: PretrainJobConfig) -> str:
     """Where a pretrain run writes when no output is given: keyed by what decides the weights."""
-    import hashlib
-    import json
+    from distill.runs import dataset_name, run_folder
 
-    from distill.world.build import home
-
-    digest = hashlib.blake2b(json.dumps(cfg.model_dump(mode="json", exclude={"output", "log_every"}),
-                                        sort_keys=True).encode(), digest_size=4).hexdigest()
-    return storage.join(home(), "students", f"pretrained-{digest}")
+    return run_folder("pretrain", dataset_name(cfg.root, cfg.world.name), cfg)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +26,10 @@ class IndexJobConfig(BaseModel):
     """Embed a catalog with the student's image tower and build a sharded FAISS index from it."""
 
     model_config = ConfigDict(extra="forbid")
+    # The default index root is named by the catalog alone: builds with another student, factory or
+    # pool are versions inside it (versions/<v>/ and CURRENT), not other roots.
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({
+        "checkpoint", "student", "seed", "output", "embed", "index", "reuse_embeddings"})
 
     dataset: str | None = Field(None, description="dataset root URI (see distill.datasets); default the demo world")
     world: WorldConfig = Field(default_factory=WorldConfig, description="the demo world, used when dataset is unset")
@@ -42,10 +46,10 @@ class IndexJobConfig(BaseModel):
 
 
 def default_output(cfg: IndexJobConfig) -> str:
-    from distill.world.build import home
+    """One index root per catalog: rebuilding it with another student or factory adds a version."""
+    from distill.runs import dataset_name, run_folder
 
-    name = cfg.world.name if cfg.dataset is None else hashlib.sha256(cfg.dataset.encode()).hexdigest()[:8]
-    return storage.join(home(), "indexes", name)
+    return run_folder("index", dataset_name(cfg.dataset, cfg.world.name), cfg, parent="indexes")
 
 
 def materialise_student(cfg: IndexJobConfig, output: str) -> tuple[str, str]:

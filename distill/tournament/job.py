@@ -7,9 +7,7 @@ reports how good each winner truly is.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,12 +22,8 @@ from distill.schemas import Split
 from distill.seeding import rng_for, sample_rows
 from distill.tournament.engine import (JudgePoolConfig, RunResult, TournamentConfig, TournamentSpec,
                                        run_tournaments)
+from distill.runs import dataset_name, run_folder
 from distill.world import WorldConfig
-
-
-def home() -> str:
-    """Where demo worlds and default run outputs live (``PERSONA_DISTILL_HOME``)."""
-    return os.environ.get("PERSONA_DISTILL_HOME", os.path.expanduser("~/.cache/persona-distill"))
 
 
 class DataConfig(BaseModel):
@@ -49,6 +43,7 @@ class TournamentJobConfig(BaseModel):
     """jobs/tournament.py: k-way knockout tournaments judged by a teacher, fanned out with Ray Data."""
 
     model_config = ConfigDict(extra="forbid")
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"pool", "output", "overwrite", "progress"})
     data: DataConfig = Field(default_factory=DataConfig)
     tournament: TournamentConfig = Field(default_factory=TournamentConfig)
     judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="The teacher, selected by `kind`.")
@@ -60,9 +55,7 @@ class TournamentJobConfig(BaseModel):
     def output_uri(self) -> str:
         if self.output:
             return self.output
-        settings = self.model_dump(mode="json", exclude={"output", "overwrite", "progress"})
-        digest = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=4).hexdigest()
-        return storage.join(home(), "runs", f"tournament-{digest}")
+        return run_folder("tournament", dataset_name(self.data.root, self.data.world.name), self)
 
 
 class WinnerReport(BaseModel):

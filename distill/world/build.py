@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -23,6 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distill import datasets, storage
+from distill.runs import home
 from distill.schemas import CATALOG_SCHEMA, PERSONA_SCHEMA, SPLITS
 from distill.world import catalog, personas
 
@@ -92,10 +92,6 @@ def config_hash(cfg: WorldConfig) -> str:
     """8-hex digest of the config and the format version: equal worlds share it."""
     payload = json.dumps({"v": WORLD_FORMAT_VERSION, "config": cfg.model_dump(mode="json")}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
-
-
-def home() -> str:
-    return os.environ.get("PERSONA_DISTILL_HOME") or os.path.expanduser("~/.cache/persona-distill")
 
 
 def default_root(cfg: WorldConfig) -> str:
