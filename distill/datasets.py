@@ -110,3 +110,18 @@ def require_splits(root: str, stage: str, catalog: tuple[str, ...] = (), persona
     if problems:
         raise DataError(f"{stage}: {setting}={root!r} has {' and '.join(problems)} ({'; '.join(have)}); "
                         f"{SPLIT_FIX}")
+
+
+def resolve_root(root: str | None, world, stage: str, catalog: tuple[str, ...] = (), personas: tuple[str, ...] = (),
+                 setting: str = "root") -> tuple[str, bool]:
+    """The one answer to "a dataset root, or the demo world": ``(root, is_demo)``.
+
+    A user's root must hold the splits ``stage`` reads (checked before any work, one line naming
+    ``setting`` when not); with no root the demo world of ``world`` (a ``WorldConfig``) is built on
+    first use and reused after, and it always holds every split."""
+    if root:
+        require_splits(root, stage, catalog=catalog, personas=personas, setting=setting)
+        return root, False
+    from distill.world import ensure_world  # the world package builds on this module
+
+    return ensure_world(world), True

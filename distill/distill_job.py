@@ -129,11 +129,7 @@ def preflight(cfg: DistillJobConfig, root: str) -> None:
 
 
 def resolve_root(cfg: DistillJobConfig) -> tuple[str, bool]:
-    if cfg.root:
-        return cfg.root, False
-    from distill.world import ensure_world
-
-    return ensure_world(cfg.world), True
+    return datasets.resolve_root(cfg.root, cfg.world, "distill")  # preflight checks the splits
 
 
 def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:

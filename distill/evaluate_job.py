@@ -46,13 +46,10 @@ def run_evaluate(cfg: EvaluateJobConfig) -> dict:
     from distill.evaluate import (CEILING_ROW, HIT_KS, add_paired_deltas, build_eval_set, evaluate_scores,
                                   evaluate_student, format_table, plot_report, teacher_ceiling_scores)
     from distill.metrics import eval_set_size
-    from distill.world import ensure_world
-
     from distill import datasets
     from distill.distill_job import require_checkpoint
 
-    root, demo = (cfg.root, False) if cfg.root else (ensure_world(cfg.world), True)
-    datasets.require_splits(root, "evaluate", catalog=("test",), personas=("test",))
+    root, demo = datasets.resolve_root(cfg.root, cfg.world, "evaluate", catalog=("test",), personas=("test",))
     for name, uri in cfg.checkpoints.items():
         require_checkpoint(uri, f"checkpoints.{name}")
     test = build_eval_set(root, "test", "test", cfg.eval.test_personas, cfg.eval.test_max_candidates, cfg.judge,

@@ -19,10 +19,6 @@ from serving.pipeline import IndexJobConfig, index_root, run_index_job  # noqa: 
 
 
 def _run(cfg: IndexJobConfig):
-    from distill import datasets
-
-    if cfg.dataset:  # before the first actor starts: the catalog (split) it indexes has rows
-        datasets.require_splits(cfg.dataset, "index", catalog=(cfg.split or "all",), setting="dataset")
     manifest = run_index_job(cfg)
     print(f"index_root: {index_root(cfg)}")
     print(f"version: {manifest.version}  checkpoint: {manifest.checkpoint_uri}")

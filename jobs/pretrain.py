@@ -18,9 +18,9 @@ from distill.pretrain import PretrainConfig, PretrainJobConfig, caption_pretrain
 
 
 def _run(cfg: PretrainJobConfig) -> dict:
-    from distill.world import ensure_world
+    from distill.datasets import resolve_root
 
-    root = cfg.root or ensure_world(cfg.world)
+    root, _ = resolve_root(cfg.root, cfg.world, "pretrain", catalog=(cfg.split,))
     out = cfg.output or default_output(cfg)
     report = caption_pretrain(PretrainConfig(**cfg.model_dump(exclude={"root", "world", "output"})), root, out)
     print(f"pretrained student: {report['checkpoint']}  checkpoint_id {report['checkpoint_id'][:16]}  "

@@ -84,10 +84,12 @@ def index_root(cfg: IndexJobConfig) -> str:
 
 def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
     from distill.ray_utils import init_ray
-    from distill.world import ensure_world
+    from distill import datasets
 
     started = time.perf_counter()
-    dataset = cfg.dataset or ensure_world(cfg.world)
+    # before the first actor starts: the catalog (split) it indexes has rows
+    dataset, _ = datasets.resolve_root(cfg.dataset, cfg.world, "index", catalog=(cfg.split or "all",),
+                                       setting="dataset")
     output = index_root(cfg)
     dataset = _absolute(dataset)
     ckpt_uri, ckpt_hash = materialise_student(cfg, output)

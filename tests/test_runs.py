@@ -86,3 +86,33 @@ def test_run_folders_and_home_come_from_one_module() -> None:
 
 def test_pool_runs_config_is_a_plain_config() -> None:
     assert PoolRunsConfig(runs=["a"]).challenger == "default"
+
+
+def test_one_resolver_for_a_dataset_root_or_the_demo_world() -> None:
+    """Only distill.datasets.resolve_root (and the world job, which builds worlds) calls ensure_world."""
+    callers = sorted(str(p.relative_to(REPO)) for top in ("distill", "serving", "jobs")
+                     for p in (REPO / top).rglob("*.py") if "ensure_world(" in p.read_text()
+                     and not p.match("distill/world/*.py"))
+    assert callers == ["distill/datasets.py", "jobs/world.py"]
+
+
+def test_a_user_root_missing_a_split_is_named_before_any_work(tmp_path) -> None:
+    import pyarrow as pa
+
+    from distill import datasets
+    from distill.errors import UserError
+    from distill.schemas import CATALOG_SCHEMA, PERSONA_SCHEMA
+    from distill.world import WorldConfig
+
+    root = str(tmp_path / "shop")
+    catalog = pa.table({"item_id": ["a"], "title": ["a mug"], "image": [b"x"], "split": ["test"],
+                        "attributes": [[]]}, schema=CATALOG_SCHEMA)
+    personas = pa.table({"persona_id": ["p"], "text": ["a potter"], "split": ["test"]}, schema=PERSONA_SCHEMA)
+    datasets.write_catalog_part(catalog, root, "test-00000")
+    datasets.write_personas(personas, root)
+    from distill import storage
+
+    storage.write_json_atomic({"kind": "test"}, datasets.manifest_path(root))
+    assert datasets.resolve_root(root, WorldConfig(), "evaluate", catalog=("test",)) == (root, False)
+    with pytest.raises(UserError, match=r"pretrain: root=.*'train'"):
+        datasets.resolve_root(root, WorldConfig(), "pretrain", catalog=("train",))

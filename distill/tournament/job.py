@@ -73,13 +73,8 @@ class JobReport(BaseModel):
 
 
 def _resolve_root(cfg: DataConfig, progress: bool) -> tuple[str, bool]:
-    if cfg.root:
-        datasets.require_splits(cfg.root, "tournament", catalog=(cfg.catalog_split,), personas=(cfg.persona_split,),
-                                setting="data.root")
-        return cfg.root, False
-    from distill.world import ensure_world
-
-    return ensure_world(cfg.world), True
+    return datasets.resolve_root(cfg.root, cfg.world, "tournament", catalog=(cfg.catalog_split,),
+                                 personas=(cfg.persona_split,), setting="data.root")
 
 
 def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], pa.Table]:
