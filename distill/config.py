@@ -57,11 +57,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, recursively for mappings on both sides (the one merge of config trees)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -115,7 +116,7 @@ def build_config(model: type[M], yaml_text: str | None = None, overrides: list[s
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("the YAML file must hold a mapping at top level")
         data = loaded or {}
-    data = _keep_default_kind(model, _merge(data, _empty_means_none(model, parse_overrides(overrides or []))))
+    data = _keep_default_kind(model, deep_merge(data, _empty_means_none(model, parse_overrides(overrides or []))))
     try:
         return model.model_validate(data)
     except ValidationError as err:

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distill import datasets, storage
+from distill.config import deep_merge
 from distill.cycles import CycleConfig, run_cycles
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.pretrain import PretrainConfig, with_demo_captions
@@ -44,13 +45,6 @@ def default_preset() -> CycleConfig:
 
 PRESETS = {"pad": pad_preset, "default": default_preset}
 START_ROW = "caption-pretrained"  # the start student's evaluation row; the side-by-side verdict looks it up
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 class EvalConfig(BaseModel):
@@ -93,7 +87,7 @@ class DistillJobConfig(BaseModel):
         if isinstance(data, dict):
             for name, preset in PRESETS.items():
                 if isinstance(data.get(name), dict):
-                    data = {**data, name: _deep_merge(preset().model_dump(), data[name])}
+                    data = {**data, name: deep_merge(preset().model_dump(), data[name])}
         return data
 
     @model_validator(mode="before")
