@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distill import datasets, storage
 from distill.errors import DataError
 from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
+from distill.label_quality import mass_summary, training_labels
 from distill.sampling import SamplerConfig, sample_candidates
 from distill.seeding import rng_for, sample_rows
 from distill.student import STUDENT_JSON, Student, StudentConfig
@@ -37,6 +38,12 @@ class CycleConfig(BaseModel):
     cycles: int = Field(3, ge=1, description="number of cycles (PAD: ~30)")
     matches_per_cycle: int = Field(256, ge=1, description="new teacher-judged k-way matches per cycle (PAD: ~1,050)")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="score bins and draws (k = sum of draws)")
+    n_views: int = Field(1, ge=1, le=16, description=(
+        "orders the teacher judges each training match under, averaged (position debiasing: rotations, then "
+        "random orders); every view is a teacher call. The VLM recipes use 2"))
+    min_label_mass: float = Field(0.5, ge=0, le=1, description=(
+        "views whose judge put less raw probability than this on the k option labels are flagged and kept out "
+        "of the training labels (judges that report no mass, like the text oracle, are unaffected); 0 = keep all"))
     train_catalog_max_items: int | None = Field(4096, ge=5, description="seeded subsample of the train catalog the student scores each cycle; empty = all (PAD)")
     replay: bool = Field(True, description="train each cycle on every judgement so far (False: only the new ones, as PAD)")
     lr_decay: float = Field(1.0, gt=0, le=1, description="learning rate x lr_decay^cycle (PAD: 0.95)")
@@ -95,9 +102,16 @@ def check_resumable(start: dict, cfg: CycleConfig, start_checkpoint: str, output
                          "use another output, or the recipe it was run with")
 
 
+def cycle_tournament(cfg: CycleConfig, c: int):
+    """How cycle ``c``'s matches are judged: one k-way match each, under ``n_views`` orders."""
+    from distill.tournament import TournamentConfig
+
+    return TournamentConfig(k=cfg.sampler.k, n_views=cfg.n_views, seed=cfg.seed + c)
+
+
 def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
                val: EvalSet | None = None, progress: bool = True, label: str = "") -> CycleResult:
-    from distill.tournament import TournamentConfig, TournamentSpec, run_tournaments
+    from distill.tournament import TournamentSpec, run_tournaments
 
     log = (lambda msg: print(f"[{label or 'distill'}] {msg}", flush=True)) if progress else (lambda msg: None)
     catalog = datasets.read_catalog(root, split="train", columns=["item_id", "title", "image"])
@@ -145,7 +159,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
                                         persona_text=p_texts[pi], candidate_ids=tuple(item_ids[j] for j in cand)))
         log(f"cycle {c}: embedded {len(item_ids)} items, sampled {len(specs)} matches ({time.time() - t0:.0f} s)")
         # 3. the teacher judges each sample as one k-way match (resumable round store)
-        res = run_tournaments(specs, catalog, TournamentConfig(k=cfg.sampler.k, seed=cfg.seed + c), judge, pool,
+        res = run_tournaments(specs, catalog, cycle_tournament(cfg, c), judge, pool,
                               storage.join(cdir, "judge"), progress=progress)
         matches = res.matches
         storage.write_table_atomic(matches, judged)
@@ -153,7 +167,11 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         all_matches.append(matches)
         # 4. train on the judgements (all so far with replay)
         train_on = pa.concat_tables(all_matches) if cfg.replay else matches
-        table = examples_table(train_on, text_of, images)
+        table = examples_table(training_labels(train_on, cfg.min_label_mass), text_of, images)
+        quality = mass_summary(matches, cfg.min_label_mass)
+        if quality.flagged_views:
+            log(f"cycle {c}: {quality.flagged_views} of {quality.views} views put < {cfg.min_label_mass:g} of the "
+                f"teacher's probability on the labels: kept out of training")
         tcfg = cfg.train.model_copy(update={"lr": cfg.train.lr * cfg.lr_decay ** (c - 1)})
         scfg = StudentConfig(arch=student.cfg.arch, model_cfg=student.cfg.model_cfg, pretrained=ckpt,
                              train_towers=cfg.train_towers)
@@ -165,6 +183,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         v = _val(Student.load(ckpt), val)
         entry = {"cycle": c, "checkpoint": ckpt, "checkpoint_id": tr.checkpoint_id, "val": v,
                  "teacher_calls": int(res.summary.teacher_calls), "teacher_calls_total": calls,
+                 "label_quality": quality.model_dump(),
                  "train_loss": [h["loss"] for h in tr.history], "seconds": time.time() - t0}
         storage.write_json_atomic(entry, done)
         history.append(entry)

@@ -42,7 +42,10 @@ PERSONA_SCHEMA = pa.schema(
 )
 
 # One row per judged match. ``candidate_ids`` is the order shown in the first view;
-# ``scores`` is the (view-averaged) preference distribution aligned with it.
+# ``scores`` is the (view-averaged) preference distribution aligned with it. ``view_label_mass``
+# is, per view, the probability the judge's model put on the k option labels *before* they were
+# renormalised into ``view_scores`` (null where a judge has no such number, e.g. the text oracle):
+# a view with little mass is a confident-looking distribution over answers the model rarely gives.
 MATCH_SCHEMA = pa.schema(
     [
         pa.field("match_key", pa.string(), nullable=False),
@@ -55,6 +58,7 @@ MATCH_SCHEMA = pa.schema(
         pa.field("winner_id", pa.string(), nullable=False),
         pa.field("view_orders", pa.list_(pa.list_(pa.int16())), nullable=False),
         pa.field("view_scores", pa.list_(pa.list_(pa.float32())), nullable=True),
+        pa.field("view_label_mass", pa.list_(pa.float32()), nullable=True),
         pa.field("teacher_calls", pa.int32(), nullable=False),
         pa.field("judge_id", pa.string(), nullable=False),
         pa.field("prompt_version", pa.string(), nullable=False),
@@ -139,6 +143,7 @@ class MatchRecord(BaseModel):
     winner_id: str
     view_orders: list[list[int]]
     view_scores: list[list[float]] | None
+    view_label_mass: list[float | None] | None = None
     teacher_calls: int
     judge_id: str
     prompt_version: str

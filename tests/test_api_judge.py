@@ -218,6 +218,16 @@ def test_strict_answers_and_rejections_are_counted(stub_factory):
     assert all("rejected answer" in r.error for r in res[2:])
     assert judge.stats["rejected_answers"] == 4
     assert "logprobs" not in stub.bodies[0] and stub.bodies[0]["max_tokens"] == 4
+    # the answer is the greedy one, seeded by the view: a rerun asks for the same reply
+    assert all(b["temperature"] == 0 for b in stub.bodies)
+    assert sorted(b["seed"] for b in stub.bodies) == sorted([3] * 6)  # _view's seed is k
+
+
+def test_logprob_mode_records_the_label_mass(stub_factory):
+    stub = stub_factory(logprob_reply({"A": np.log(0.3), "B": np.log(0.1)}, extra={"Sure": np.log(0.5)}))
+    [res] = judge_for(stub, mode="logprobs").judge([_view(np.random.default_rng(8), "a", 2)])
+    np.testing.assert_allclose(res.scores, [0.75, 0.25], atol=1e-6)
+    assert res.extras["label_mass"] == pytest.approx(0.4)
 
 
 def test_auto_mode_falls_back_when_the_endpoint_refuses_logprobs(stub_factory):

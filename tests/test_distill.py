@@ -28,16 +28,19 @@ def test_cycle_raises_validation_mpr_and_reruns_free(ray_local, tmp_path):
     judge, pool = TextOracleConfig(), JudgePoolConfig(min_actors=1, max_actors=1)
     val = build_eval_set(root, "val", "val", 12, None, judge, pool, TournamentConfig(k=5),
                          str(tmp_path / "val"), demo=True, progress=False)
-    cfg = CycleConfig(cycles=1, matches_per_cycle=192, train_catalog_max_items=None,
+    cfg = CycleConfig(cycles=1, matches_per_cycle=192, train_catalog_max_items=None, n_views=2,
                       train=TrainConfig(num_workers=1, epochs=6, batch_size=32, lr=1e-3, seed=0))
     out = str(tmp_path / "run")
     res = run_cycles(cfg, root, start_uri, out, judge, pool, val=val, progress=False)
     before, after = res.history[0]["val"]["mpr"], res.history[-1]["val"]["mpr"]
     assert after > before + 0.08, (before, after)
-    assert res.teacher_calls == 192
+    assert res.teacher_calls == 2 * 192  # each match judged under two rotated orders
+    matches = storage.read_table(storage.join(out, "cycle-001", "matches.parquet"))
+    assert all(len(o) == 2 and o[1] != o[0] and sorted(o[1]) == o[0] for o in matches["view_orders"].to_pylist())
+    assert res.history[-1]["label_quality"]["views"] == 2 * 192
     # a rerun finds the finished cycle: no teacher call, no training
     again = run_cycles(cfg, root, start_uri, out, judge, pool, val=val, progress=False)
-    assert again.checkpoint == res.checkpoint and again.teacher_calls == 192
+    assert again.checkpoint == res.checkpoint and again.teacher_calls == 2 * 192
     # spreading the work differently resumes; another recipe or start is refused, not mixed in
     wider = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 2})})
     assert run_cycles(wider, root, start_uri, out, judge, pool, val=val, progress=False).checkpoint == res.checkpoint

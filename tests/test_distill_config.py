@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from distill.config import build_config, config_reference
 from distill.cycles import best_cycle
 from distill.distill_job import DistillJobConfig, default_preset, pad_preset
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_presets_pad_recipe_and_quarter_budget():
@@ -38,3 +42,18 @@ def test_keep_best_is_the_best_validating_cycle():
     assert best_cycle([{"val": {"mpr": 0.9}}, {"val": {"mpr": 0.7}}]) == 0  # the start can win
     assert best_cycle([{"val": None}, {"val": None}]) is None
     assert pad_preset().keep_best and default_preset().keep_best
+
+
+def test_cycles_judge_under_n_views_and_vlm_recipes_use_two():
+    import yaml
+
+    from distill.cycles import CycleConfig, cycle_tournament
+
+    t = cycle_tournament(CycleConfig(n_views=2, seed=3), 2)
+    assert (t.k, t.n_views, t.seed) == (5, 2, 5)
+    assert cycle_tournament(CycleConfig(), 1).n_views == 1
+    for path in ["configs/vlm-tiny.yaml", "configs/vlm-qwen2.5-vl-7b.yaml", "configs/cluster/tournament-vlm.yaml"]:
+        assert yaml.safe_load((REPO / path).read_text())["tournament"]["n_views"] == 2, path
+    gpu = build_config(DistillJobConfig, (REPO / "configs/cluster/distill-gpu.yaml").read_text())
+    assert gpu.judge.kind == "vlm" and gpu.eval.tournament.n_views == 2
+    assert gpu.pad.n_views == gpu.default.n_views == 2

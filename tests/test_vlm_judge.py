@@ -18,8 +18,9 @@ from PIL import Image
 
 from distill.judges.base import Candidate, MatchView
 from distill.images import ImageError, prepare_image
-from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig
+from distill.judges.vlm import LABELS, PromptTemplate, VLMJudgeConfig, answer_label_ids
 from distill.schemas import PERSONA_MAX_CHARS
+from tests.fixtures.tiny_vlm import CHAT_TEMPLATE
 
 REPO = Path(__file__).resolve().parents[1]
 from tests.conftest import VLLM_VENV as VENV
@@ -75,7 +76,7 @@ def test_config_engine_args():
                          engine_kwargs={"max_num_batched_tokens": 16384})
     args = cfg.engine_args()
     assert args["limit_mm_per_prompt"] == {"image": 5, "video": 0}
-    assert args["logprobs_mode"] == "processed_logprobs"
+    assert args["logprobs_mode"] == "raw_logprobs"  # the label mass is read from the raw ones
     assert args["kv_cache_memory_bytes"] == 2 << 30 and args["max_num_batched_tokens"] == 16384
     assert "tokenizer" not in args  # None values are left to vLLM's defaults
     for field in VLMJudgeConfig.model_fields.values():
@@ -84,6 +85,36 @@ def test_config_engine_args():
         VLMJudgeConfig(model="m", max_k=len(LABELS) + 1)
     with pytest.raises(ValueError):
         VLMJudgeConfig(model="m", surprise=1)
+
+
+# A chat template whose assistant turn reads "Answer: A": after its generation prompt the model
+# emits " A" (another token than "A"). And one whose generation prompt itself ends in the space.
+SPACED_TEMPLATE = CHAT_TEMPLATE.replace(
+    "<|im_start|>{{ message['role'] }}\n",
+    "<|im_start|>{{ message['role'] }}\n{% if message['role'] == 'assistant' %}Answer: {% endif %}").replace(
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "{% if add_generation_prompt %}<|im_start|>assistant\nAnswer:{% endif %}")
+TRAILING_SPACE_TEMPLATE = SPACED_TEMPLATE.replace("assistant\nAnswer:{% endif %}", "assistant\nAnswer: {% endif %}")
+
+
+@pytest.mark.slow
+def test_label_ids_follow_the_chat_template_at_the_answer_position(tiny_vlm):
+    """The label tokens are the ones the model would emit right after the generation prompt."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_vlm)
+    bare = [tok.encode(c, add_special_tokens=False)[0] for c in "ABCDE"]
+    spaced = [tok.encode(" " + c, add_special_tokens=False)[0] for c in "ABCDE"]
+    assert len(set(bare) | set(spaced)) == 10  # " A" and "A" are different tokens here
+    assert answer_label_ids(tok, "ABCDE") == bare  # the model's own template answers "A" after "assistant\n"
+    assert answer_label_ids(tok, "ABCDE", SPACED_TEMPLATE) == spaced
+    # the prompt already ends in the space (its own token): the model then emits the bare label
+    assert answer_label_ids(tok, "ABCDE", TRAILING_SPACE_TEMPLATE) == bare
+    with pytest.raises(ValueError, match="not a single token at the answer position"):
+        answer_label_ids(tok, "AB", SPACED_TEMPLATE.replace("Answer: {% endif %}", "Answer: Image {% endif %}"))
+    with pytest.raises(ValueError, match="does not render an assistant reply"):
+        answer_label_ids(tok, "AB", CHAT_TEMPLATE.replace("add_generation_prompt %}<|im_start|>assistant",
+                                                          "add_generation_prompt %}<|im_start|>model"))
 
 
 # ---- the real engine in a Ray actor in the vLLM venv ------------------------------------------------
@@ -106,6 +137,16 @@ class _JudgeHost:
 
     def judge_views(self, views):
         return self.judge.judge(views)
+
+    def with_template(self, template: str, views) -> dict:
+        """Another judge on the same engine, with another chat template: its label ids and answers."""
+        from distill.judges.vlm import VLMJudge
+
+        judge = VLMJudge(self.judge.config.model_copy(update={"chat_template": template}), llm=self.judge.llm)
+        out = judge._generate([judge._request(views[0])])[0]
+        prompt = judge.llm.get_tokenizer().decode(out.prompt_token_ids)
+        return {"labels": judge.label_token_ids, "judge_id": judge.judge_id, "prompt": prompt,
+                "judgements": judge.judge(views)}
 
     def prompt_text(self, view) -> str:
         out = self.judge._generate([self.judge._request(view)])[0]
@@ -168,6 +209,39 @@ def test_scores_are_distributions_over_exactly_k_labels(judge_actor):
         assert res.extras["prompt_tokens"] > 0
     # one persona's matches share the persona + instruction prefix in the KV cache
     assert any(r.extras.get("cached_tokens", 0) > 0 for r in results[1:])
+
+
+@pytest.mark.slow
+def test_raw_label_mass_is_recorded_per_view(judge_actor):
+    """The scores are the distribution over the k labels; the label mass is how much probability the
+    model itself put on them (a random tiny model spreads it over a 512-token vocabulary)."""
+    import ray
+
+    actor, _ = judge_actor
+    rng = np.random.default_rng(11)
+    views = [_view(rng, "a keen sailor", k, seed=k) for k in (2, 5, 8)]
+    for view, res in zip(views, ray.get(actor.judge_views.remote(views), timeout=600)):
+        assert res.error is None, res.error
+        mass = res.extras["label_mass"]
+        assert 0 < mass < 0.5  # far from 1: nothing forces the raw mass onto the labels
+        assert res.scores.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_engine_judge_uses_the_templates_answer_tokens(judge_actor, tiny_vlm):
+    import ray
+    from transformers import AutoTokenizer
+
+    actor, info = judge_actor
+    tok = AutoTokenizer.from_pretrained(tiny_vlm)
+    views = [_view(np.random.default_rng(12), "a potter", 3, seed=1)]
+    got = ray.get(actor.with_template.remote(SPACED_TEMPLATE, views), timeout=600)
+    assert got["labels"] == [tok.encode(" " + c, add_special_tokens=False)[0] for c in LABELS[:8]]
+    assert got["labels"] != info["labels"]
+    assert got["prompt"].endswith("<|im_start|>assistant\nAnswer:")  # the engine renders the same template
+    assert got["judge_id"] != info["judge_id"] and "/chat=" in got["judge_id"]
+    [res] = got["judgements"]
+    assert res.error is None and res.scores.shape == (3,) and 0 < res.extras["label_mass"] <= 1
 
 
 @pytest.mark.slow
@@ -249,4 +323,9 @@ def test_tournament_rounds_with_the_tiny_vlm(ray_local, vllm_python, tiny_vlm, t
         else:
             assert err is None and len(scores) == len(cands) and abs(sum(scores) - 1) < 1e-4
     assert res.summary.failed_matches >= 2  # p05 plays at least its first match in both brackets
+    # the raw label mass of every scored view flows into the match rows and the run summary
+    for scores, mass in zip(m["scores"].to_pylist(), m["view_label_mass"].to_pylist()):
+        assert (mass is None) == (scores is None)
+        assert mass is None or (len(mass) == 1 and 0 < mass[0] < 1)
+    assert res.summary.label_mass["views_with_mass"] == sum(s is not None for s in m["scores"].to_pylist())
     assert len(res.tournaments["winner_id"].to_pylist()) == 2

@@ -17,8 +17,12 @@ Scores, in order of preference (``mode``):
   log-probability is returned even when it is not in the top N). Elsewhere a label missing from
   the top N gets the smallest returned log-probability (an upper bound on its true value) and
   the view's ``extras["labels_missing"]`` says how many; a view with no label in the top N fails.
-- ``answer``: for endpoints without log-probabilities. The reply must be exactly one of the k
-  labels (surrounding whitespace and a trailing period allowed, nothing else); its score vector
+  ``extras["label_mass"]`` is the probability of the labels found (the raw mass when the endpoint
+  returns unconstrained log-probabilities; a vLLM server constraining the answer returns 1 unless it
+  runs with ``--logprobs-mode raw_logprobs``).
+- ``answer``: for endpoints without log-probabilities. Asked at temperature 0 with the view's
+  seed (the OpenAI ``seed`` field), so a rerun of the same view asks for the same reply. The reply
+  must be exactly one of the k labels (surrounding whitespace and a trailing period allowed, nothing else); its score vector
   is one-hot. Any other reply is *rejected*: that view fails with "rejected answer ..." and
   ``APIJudge.stats["rejected_answers"]`` counts it. ``structured_choice=true`` asks a vLLM server
   for ``structured_outputs={"choice": labels}`` so the answer is a label by construction.
@@ -237,9 +241,14 @@ class APIJudge(ImagePromptJudge):
         content.append({"type": "text", "text": suffix})
         return [{"role": "user", "content": content}]
 
-    def _body(self, messages: list[dict[str, Any]], k: int, mode: str) -> dict[str, Any]:
+    def _body(self, messages: list[dict[str, Any]], k: int, mode: str, seed: int = 0) -> dict[str, Any]:
         c = self.config
-        body: dict[str, Any] = {"model": c.model, "messages": messages, "temperature": 1.0, "n": 1}
+        # log-probabilities do not depend on sampling; a strict answer is the greedy one, seeded
+        # as well for endpoints whose "temperature 0" still samples
+        body: dict[str, Any] = {"model": c.model, "messages": messages, "n": 1,
+                                "temperature": 1.0 if mode == "logprobs" else 0.0}
+        if mode != "logprobs":
+            body["seed"] = int(seed)
         if mode == "logprobs":
             body.update(max_tokens=1, logprobs=True, top_logprobs=max(c.top_logprobs, k) if c.vllm_label_ids else c.top_logprobs)
             if c.vllm_label_ids:
@@ -289,7 +298,8 @@ class APIJudge(ImagePromptJudge):
         # the sampled token is listed twice (as itself and in top_logprobs): one value per label
         logp = np.array([found[key][0] if key in found else floor for key in keys], dtype=np.float64)
         missing = sum(key not in found for key in keys)
-        extras = {"labels_missing": float(missing)}
+        extras = {"labels_missing": float(missing),
+                  "label_mass": float(sum(math.exp(found[key][0]) for key in found))}
         usage = reply.get("usage") or {}
         if usage.get("prompt_tokens") is not None:
             extras["prompt_tokens"] = float(usage["prompt_tokens"])
@@ -327,7 +337,7 @@ class APIJudge(ImagePromptJudge):
         try:
             if self._mode == "logprobs":
                 try:
-                    reply = self._post(url, self._body(messages, k, "logprobs"))
+                    reply = self._post(url, self._body(messages, k, "logprobs", view.seed))
                 except EndpointError as e:
                     if self.config.mode == "auto" and _logprobs_refused(e):
                         self._switch_to_answer(f"the endpoint refused log-probabilities ({e})")
@@ -340,7 +350,7 @@ class APIJudge(ImagePromptJudge):
                     if self.config.mode != "auto":
                         return Judgement.failed("the endpoint returned no log-probabilities")
                     self._switch_to_answer("the endpoint replied without log-probabilities")
-            reply = self._post(url, self._body(messages, k, "answer"))
+            reply = self._post(url, self._body(messages, k, "answer", view.seed))
             return self._scores_from_answer(reply, k)
         except EndpointError as e:
             return Judgement.failed(f"endpoint: {e}")

@@ -4,11 +4,19 @@ One judge call = one match view = one prompt: the persona and the instruction fi
 all of one persona's matches, so vLLM's prefix caching pays), then the k candidate images, each
 after its label line ("Image A:", "Image B:", ...), in ONE multi-image user turn rendered by the
 model's own chat template. The answer is ONE generated token restricted to the k label tokens
-(``SamplingParams(max_tokens=1, allowed_token_ids=<k label ids>, logprobs=k)``) and the engine
-runs with ``logprobs_mode="processed_logprobs"``, so the returned log-probabilities are those of
-the constrained distribution (over exactly the k labels, summing to 1), not the raw vocabulary
-ones. The score vector is that distribution, renormalised over the k labels and sharpened or
-flattened by ``label_temperature``. Nothing is parsed from text: zero unparsable answers.
+(``SamplingParams(max_tokens=1, allowed_token_ids=<k label ids>, logprob_token_ids=<k label ids>)``)
+and the engine runs with ``logprobs_mode="raw_logprobs"``, so the returned log-probabilities are
+the model's own, over the whole vocabulary, before the constraint: their sum of probabilities is
+the **label mass** (how much of its belief the model put on the labels at all, recorded per view
+as ``extras["label_mass"]``), and renormalised over the k labels they are exactly the constrained
+distribution. The score vector is that distribution, sharpened or flattened by
+``label_temperature``. Nothing is parsed from text: zero unparsable answers.
+
+The label token ids are those the model would emit *at the answer position*: the chat template is
+rendered with the generation prompt, and each label's token is the first token of the assistant
+reply "A", "B", ... as the same template renders it (``answer_label_ids``). A template whose answer
+starts with a space gets the " A" tokens, not the out-of-context "A" that the model rarely emits
+there (the constrained distribution over rare tokens still looks confident; the mass does not).
 
 Import discipline: this module imports only numpy, pillow, pydantic and the judge protocol at
 module level, so the driver (which has no vLLM; on CPU machines vLLM lives in its own venv, see
@@ -62,6 +70,8 @@ class VLMJudgeConfig(BaseModel):
     enforce_eager: bool = Field(False, description="Skip torch.compile / CUDA graphs: slower steps but a much faster engine start. True on CPU.")
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Any further vllm.LLM keyword arguments (override the ones derived from the fields above).")
 
+    chat_template: str | None = Field(None, description="Jinja chat template replacing the model's own (inline text, or a path to a .jinja file). The label token ids are derived from the template in use at its answer position.")
+
     # ---- sampling and scores --------------------------------------------------------------------
     seed: int = Field(0, description="vLLM engine seed. Scores are label log-probabilities, which do not depend on sampling, so the same match view gets the same scores under any seed; requests are not seeded individually.")
     label_temperature: float = Field(1.0, gt=0, description="Temperature applied to the k label log-probabilities: scores = softmax(logp / T). 1 keeps the model's distribution, < 1 sharpens, > 1 flattens.")
@@ -87,8 +97,9 @@ class VLMJudgeConfig(BaseModel):
             enforce_eager=self.enforce_eager,
             seed=self.seed,
             limit_mm_per_prompt={"image": self.max_k, "video": 0},
-            # the returned log-probabilities are those of the *constrained* distribution
-            logprobs_mode="processed_logprobs",
+            # the model's own log-probabilities (before the label constraint): their mass on the
+            # labels is recorded, and renormalised over the labels they are the constrained ones
+            logprobs_mode="raw_logprobs",
             max_logprobs=max(20, self.max_k),
             disable_log_stats=True,
         )
@@ -99,6 +110,57 @@ class VLMJudgeConfig(BaseModel):
 
     def build(self) -> "VLMJudge":
         return VLMJudge(self)
+
+    def template_text(self) -> str | None:
+        """The chat template override as text (read from the file when it names one)."""
+        if self.chat_template is None:
+            return None
+        path = Path(self.chat_template)
+        if len(self.chat_template) < 4096 and "{" not in self.chat_template and path.is_file():
+            return path.read_text(encoding="utf-8")
+        return self.chat_template
+
+
+_PROBE_TURN = [{"role": "user", "content": "Which image fits the persona best? Answer with its letter."}]
+
+
+def answer_label_ids(tokenizer: Any, labels: str, chat_template: str | None = None) -> list[int]:
+    """The token id the model would emit for each label right after the generation prompt.
+
+    Renders a user turn with the generation prompt, and the same turn followed by an assistant
+    reply that is just the label; the reply's text beyond the prompt (e.g. " A<|im_end|>") is
+    tokenized in context, and its first token is the label's answer token. When the prompt's own
+    last token would merge with the reply (a template ending in a space), the reply is tokenized
+    alone, as the model continues after the prompt's tokens. Refuses a token that is more or less
+    than the label (after whitespace / "▁"), and repeated ids.
+    """
+    kwargs: dict[str, Any] = {"chat_template": chat_template} if chat_template else {}
+    try:
+        prompt = tokenizer.apply_chat_template(_PROBE_TURN, tokenize=False, add_generation_prompt=True, **kwargs)
+    except Exception as e:  # noqa: BLE001  (jinja and tokenizer errors of many kinds)
+        raise ValueError(f"cannot render the chat template: {type(e).__name__}: {e}") from None
+    prompt_ids = list(tokenizer.encode(prompt, add_special_tokens=False))
+    ids: list[int] = []
+    for label in labels:
+        full = tokenizer.apply_chat_template(_PROBE_TURN + [{"role": "assistant", "content": label}],
+                                             tokenize=False, **kwargs)
+        if not full.startswith(prompt):
+            raise ValueError("the chat template does not render an assistant reply after its generation prompt; "
+                             "set judge.chat_template to one that does")
+        reply = full[len(prompt):]
+        both = list(tokenizer.encode(prompt + reply, add_special_tokens=False))
+        if both[:len(prompt_ids)] == prompt_ids and len(both) > len(prompt_ids):
+            token = both[len(prompt_ids)]
+        else:
+            token = tokenizer.encode(reply, add_special_tokens=False)[0]
+        text = tokenizer.decode([token])
+        if text.replace("\u2581", " ").strip() != label:
+            raise ValueError(f"option label {label!r} is not a single token at the answer position "
+                             f"(the reply starts with token {token} = {text!r})")
+        ids.append(int(token))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"option labels map to repeated token ids {ids}")
+    return ids
 
 
 @dataclass(frozen=True)
@@ -221,20 +283,17 @@ class VLMJudge(ImagePromptJudge):
         # errors that reject one request; anything else means the engine itself is broken
         self._request_errors = (ValueError, TypeError, VLLMClientError)
         self.llm = llm if llm is not None else LLM(**config.engine_args())
-        tokenizer = self.llm.get_tokenizer()
-        ids: list[int] = []
-        for label in LABELS[:config.max_k]:
-            tok = tokenizer.encode(label, add_special_tokens=False)
-            if len(tok) != 1:
-                raise ValueError(f"option label {label!r} is not a single token for {config.model} ({tok})")
-            ids.append(int(tok[0]))
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"option labels map to repeated token ids {ids}")
-        self.label_token_ids = ids
+        self._chat_template = config.template_text()
+        self.label_token_ids = answer_label_ids(self.llm.get_tokenizer(), LABELS[:config.max_k], self._chat_template)
 
     # ---- identity -------------------------------------------------------------------------------
     def _setting(self) -> str:
-        return f"dtype={self.config.dtype}"
+        setting = f"dtype={self.config.dtype}"
+        if self._chat_template is not None:
+            import hashlib
+
+            setting += "/chat=" + hashlib.blake2b(self._chat_template.encode(), digest_size=4).hexdigest()
+        return setting
 
     # ---- requests -------------------------------------------------------------------------------
     def messages(self, persona: str, images: list[Image.Image]) -> list[dict[str, Any]]:
@@ -257,6 +316,7 @@ class VLMJudge(ImagePromptJudge):
             max_tokens=1,
             temperature=1.0,  # label_temperature is applied to the returned log-probabilities
             allowed_token_ids=self.label_token_ids[:k],
+            logprob_token_ids=self.label_token_ids[:k],  # every label's raw log-probability
             logprobs=k,
         )
         return self.messages(view.persona_text, images), params
@@ -276,13 +336,15 @@ class VLMJudge(ImagePromptJudge):
             return Judgement.failed("all label log-probabilities are -inf")
         logp = np.where(np.isfinite(logp), logp, -1e30)
         scores = softmax(logp, self.config.label_temperature)
-        extras: dict[str, float] = {"prompt_tokens": float(len(output.prompt_token_ids or ()))}
+        extras: dict[str, float] = {"prompt_tokens": float(len(output.prompt_token_ids or ())),
+                                    "label_mass": float(np.exp(logp).sum())}
         if getattr(output, "num_cached_tokens", None) is not None:
             extras["cached_tokens"] = float(output.num_cached_tokens)
         return Judgement(scores=scores, extras=extras)
 
     def _generate(self, requests: list) -> list:
-        return self.llm.chat([m for m, _ in requests], [p for _, p in requests], use_tqdm=False)
+        return self.llm.chat([m for m, _ in requests], [p for _, p in requests], use_tqdm=False,
+                             chat_template=self._chat_template)
 
     def judge(self, views: list[MatchView]) -> list[Judgement]:
         out: list[Judgement | None] = [None] * len(views)

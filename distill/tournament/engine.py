@@ -67,6 +67,7 @@ class RunSummary(BaseModel):
     pairwise_calls_per_tournament: float = Field(description="N - 1: what PAD's k=2 knockout pays per persona.")
     failed_matches: int
     winner_changed_by_debiasing: float | None = Field(None, description="Share of multi-view matches whose first view alone would have picked another winner.")
+    label_mass: dict | None = Field(None, description="Raw probability the judge put on the option labels, per view (distill.label_quality.LabelMassSummary); None when the judge reports none.")
     judged_this_attempt: int
     reused_from_earlier_attempts: int
     seconds: float
@@ -270,7 +271,10 @@ def _summary(output: str, specs: list[TournamentSpec], cfg: TournamentConfig, ma
             flips += int(np.argmax(views[0]) != np.argmax(scores))
         changed = flips / total if total else 0.0
     n = max(1, len(specs))
-    return RunSummary(
+    from distill.label_quality import mass_summary
+
+    mass = mass_summary(matches)
+    return RunSummary(label_mass=mass.model_dump() if mass.views_with_mass else None,
         output=output, tournaments=len(specs), k=cfg.k, n_views=cfg.n_views, rounds=rounds,
         matches=matches.num_rows, teacher_calls=calls, teacher_calls_per_tournament=calls / n,
         pairwise_calls_per_tournament=sum(len(s.candidate_ids) - 1 for s in specs) / n,

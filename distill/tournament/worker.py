@@ -116,6 +116,8 @@ class JudgeWorker:
             out["winner_id"].append(row["candidate_ids"][winner])
             out["view_scores"].append(None if scores is None else
                                       [None if j.scores is None else np.asarray(j.scores).tolist() for j in js])
+            masses = [j.extras.get("label_mass") for j in js]
+            out["view_label_mass"].append(masses if any(m is not None for m in masses) else None)
             out["teacher_calls"].append(n)
             out["judge_id"].append(self.judge.judge_id)
             out["prompt_version"].append(self.judge.prompt_version)
