@@ -1,7 +1,14 @@
 """The distillation cycle: embed the catalog, sample, judge, train, evaluate; repeat.
 
+Nothing here holds the train catalog: the current student embeds it through the one embedding
+pipeline (``distill.embed``: Parquet parts -> actor pool -> Parquet), PAD's bins are sampled by
+chunked Ray tasks over those embeddings (``distill.scoring.sample_matches``: per persona min/max,
+then a few draws per bin), and only the candidates' rows (a match's k images) are read back, for
+the teacher and for training.
+
 Each cycle writes under ``<output>/cycle-NNN/``:
 
+* ``embeddings/`` the cycle's student's embeddings of the (sampled) train catalog;
 * ``judge/``   the teacher's single-match tournaments (the tournament engine's round store), so a
                rerun reuses every judgement already paid for;
 * training checkpoints under ``<output>/train/cycle-NNN`` (Ray Train; a rerun resumes);
@@ -20,11 +27,13 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
+from distill.embed import EmbedConfig, embed_catalog
 from distill.errors import DataError
-from distill.evaluate import EvalSet, embed_catalog, student_scores, winner_metrics
+from distill.evaluate import EvalSet, evaluate_student
 from distill.label_quality import mass_summary, training_labels
-from distill.sampling import SamplerConfig, sample_candidates
-from distill.seeding import rng_for, sample_rows
+from distill.sampling import SamplerConfig
+from distill.scoring import sample_matches
+from distill.seeding import rng_for, seed_for
 from distill.student import STUDENT_JSON, Student, StudentConfig
 from distill.train import TrainConfig, examples_table, preference_dataset, train_preferences
 
@@ -33,8 +42,9 @@ class CycleConfig(BaseModel):
     """PAD-style cycles of preference-aligned sampling, teacher judging and training."""
 
     model_config = ConfigDict(extra="forbid")
-    # Not part of a run's identity: a rerun with more cycles resumes the finished ones and goes on.
-    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"cycles"})
+    # Not part of a run's identity: a rerun with more cycles resumes the finished ones and goes on;
+    # the embedding pool only spreads the work.
+    EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({"cycles", "embed"})
     cycles: int = Field(3, ge=1, description="number of cycles (PAD: ~30)")
     matches_per_cycle: int = Field(256, ge=1, description="new teacher-judged k-way matches per cycle (PAD: ~1,050)")
     sampler: SamplerConfig = Field(default_factory=SamplerConfig, description="score bins and draws (k = sum of draws)")
@@ -53,6 +63,8 @@ class CycleConfig(BaseModel):
     keep_best: bool = Field(True, description=(
         "PAD's early stop on validation MPR: the result is the best-validating checkpoint of cycles 0..N "
         "(0 = the start), not simply the last; needs a validation set"))
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description=(
+        "the embedding actor pool that embeds the train and validation catalogs each cycle"))
 
 
 @dataclass
@@ -69,11 +81,11 @@ def best_cycle(history: list[dict]) -> int | None:
     return -max(scored)[1] if scored else None
 
 
-def _val(student: Student, val: EvalSet | None) -> dict | None:
+def _val(checkpoint: str, val: EvalSet | None, embed: EmbedConfig | None = None) -> dict | None:
     if val is None:
         return None
-    emb = embed_catalog(student, val.images)
-    return winner_metrics(student_scores(student, val.persona_texts, emb), val.winners)
+    row = evaluate_student("val", checkpoint, val, embed)
+    return {k: row[k] for k in ("n", "mpr", "median_percentile") + tuple(k for k in row if k.startswith("hit@"))}
 
 
 def recipe(cfg: CycleConfig) -> dict:
@@ -109,15 +121,21 @@ def cycle_tournament(cfg: CycleConfig, c: int):
     return TournamentConfig(k=cfg.sampler.k, n_views=cfg.n_views, seed=cfg.seed + c)
 
 
+def _images_of(root: str, matches: pa.Table) -> dict[str, bytes]:
+    """Image bytes of the judged matches' candidates (what training needs), read by id from the parts."""
+    ids = sorted({i for cands in matches["candidate_ids"].to_pylist() for i in cands})
+    rows = datasets.read_catalog_items(root, ids, ["item_id", "image"])
+    return dict(zip(rows["item_id"].to_pylist(), rows["image"].to_pylist()))
+
+
 def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
                val: EvalSet | None = None, progress: bool = True, label: str = "") -> CycleResult:
     from distill.tournament import TournamentSpec, run_tournaments
 
     log = (lambda msg: print(f"[{label or 'distill'}] {msg}", flush=True)) if progress else (lambda msg: None)
-    catalog = datasets.read_catalog(root, split="train", columns=["item_id", "title", "image"])
-    catalog = sample_rows(catalog, cfg.train_catalog_max_items, rng_for(cfg.seed, "train-catalog"))
-    item_ids = catalog["item_id"].to_pylist()
-    images = dict(zip(item_ids, catalog["image"].to_pylist()))
+    # the train catalog by id only: a seeded subsample's ids (None = the whole split), never its images
+    item_ids = datasets.sample_catalog_ids(root, "train", cfg.train_catalog_max_items,
+                                           rng_for(cfg.seed, "train-catalog"))
     personas = datasets.read_personas(root, split="train")
     p_ids, p_texts = personas["persona_id"].to_pylist(), personas["text"].to_pylist()
     text_of = dict(zip(p_ids, p_texts))
@@ -127,7 +145,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         history = [storage.read_json(start_meta)]
         check_resumable(history[0], cfg, start_checkpoint, output)
     else:
-        history = [{"cycle": 0, "checkpoint": start_checkpoint, "val": _val(Student.load(start_checkpoint), val),
+        history = [{"cycle": 0, "checkpoint": start_checkpoint, "val": _val(start_checkpoint, val, cfg.embed),
                     "teacher_calls": 0, "recipe": recipe(cfg), "start_id": start_checkpoint_id(start_checkpoint)}]
         storage.write_json_atomic(history[0], start_meta)
     if history[0]["val"]:
@@ -147,19 +165,23 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
             continue
         t0 = time.time()
         student = Student.load(ckpt)
-        # 1. embed the catalog with the current student; 2. sample one k-way match per persona
-        emb = embed_catalog(student, [images[i] for i in item_ids])
+        # 1. embed the catalog with the current student (the pipeline); 2. one k-way match per persona,
+        # drawn from the score bins by chunked tasks over the embeddings
+        emb = embed_catalog(root, ckpt, storage.join(cdir, "embeddings"), cfg.embed, split="train",
+                            item_ids=item_ids)
         rng = rng_for(cfg.seed, "cycle", c)
         chosen = rng.choice(len(p_ids), cfg.matches_per_cycle, replace=cfg.matches_per_cycle > len(p_ids))
-        scores = student_scores(student, [p_texts[i] for i in chosen], emb)
-        specs = []
-        for n, (pi, row) in enumerate(zip(chosen, scores)):
-            cand = sample_candidates(row, rng, cfg.sampler)
-            specs.append(TournamentSpec(tournament_id=f"c{c:03d}-{n:05d}", persona_id=p_ids[pi],
-                                        persona_text=p_texts[pi], candidate_ids=tuple(item_ids[j] for j in cand)))
-        log(f"cycle {c}: embedded {len(item_ids)} items, sampled {len(specs)} matches ({time.time() - t0:.0f} s)")
-        # 3. the teacher judges each sample as one k-way match (resumable round store)
-        res = run_tournaments(specs, catalog, cycle_tournament(cfg, c), judge, pool,
+        tids = [f"c{c:03d}-{n:05d}" for n in range(len(chosen))]
+        drawn = sample_matches(storage.join(cdir, "embeddings"), student.encode_texts([p_texts[i] for i in chosen]),
+                               [seed_for(cfg.seed, "cycle", c, t) for t in tids], cfg.sampler)
+        specs = [TournamentSpec(tournament_id=t, persona_id=p_ids[pi], persona_text=p_texts[pi], candidate_ids=cand)
+                 for t, pi, cand in zip(tids, chosen, drawn.candidates)]
+        log(f"cycle {c}: embedded {emb.n_items} items, sampled {len(specs)} matches ({time.time() - t0:.0f} s)")
+        # 3. the teacher judges each sample as one k-way match (resumable round store); it gets the
+        # candidates' rows only
+        payload = datasets.read_catalog_items(root, sorted({i for s in specs for i in s.candidate_ids}),
+                                              ["item_id", "title", "image"])
+        res = run_tournaments(specs, payload, cycle_tournament(cfg, c), judge, pool,
                               storage.join(cdir, "judge"), progress=progress)
         matches = res.matches
         storage.write_table_atomic(matches, judged)
@@ -167,7 +189,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         all_matches.append(matches)
         # 4. train on the judgements (all so far with replay)
         train_on = pa.concat_tables(all_matches) if cfg.replay else matches
-        table = examples_table(training_labels(train_on, cfg.min_label_mass), text_of, images)
+        table = examples_table(training_labels(train_on, cfg.min_label_mass), text_of, _images_of(root, train_on))
         quality = mass_summary(matches, cfg.min_label_mass)
         if quality.flagged_views:
             log(f"cycle {c}: {quality.flagged_views} of {quality.views} views put < {cfg.min_label_mass:g} of the "
@@ -180,7 +202,7 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
                                run_name=f"cycle-{c:03d}", storage_path=storage.join(output, "train"))
         ckpt = tr.student_checkpoint
         # 5. evaluate
-        v = _val(Student.load(ckpt), val)
+        v = _val(ckpt, val, cfg.embed)
         entry = {"cycle": c, "checkpoint": ckpt, "checkpoint_id": tr.checkpoint_id, "val": v,
                  "teacher_calls": int(res.summary.teacher_calls), "teacher_calls_total": calls,
                  "label_quality": quality.model_dump(),

@@ -125,3 +125,55 @@ def resolve_root(root: str | None, world, stage: str, catalog: tuple[str, ...] =
     from distill.world import ensure_world  # the world package builds on this module
 
     return ensure_world(world), True
+
+
+def _scan_catalog(root: str, columns: list[str], filt=None, batch_rows: int = 65_536):
+    """Record batches of the catalog parts in file order (a streaming scan: no split is held whole)."""
+    import pyarrow.dataset as pads
+
+    if not storage.exists(catalog_dir(root)):
+        raise FileNotFoundError(f"no catalog under {root!r} (expected {catalog_dir(root)!r})")
+    fs, path = storage.resolve(catalog_dir(root))
+    dataset = pads.dataset(path, filesystem=fs, format="parquet", schema=CATALOG_SCHEMA,
+                           ignore_prefixes=[".", "_"])
+    yield from dataset.to_batches(columns=columns, filter=filt, batch_size=batch_rows)
+
+
+def sample_catalog_ids(root: str, split: str | None, m: int | None, rng) -> list[str] | None:
+    """The ids ``seeding.sample_rows(read_catalog(root, split), m, rng)`` would keep, found by two
+    streaming scans of the ``item_id`` column (a count, then the picked positions), so the driver
+    holds ``m`` ids, never the split. None when nothing is cut (``m`` empty or >= the split)."""
+    from distill.seeding import sample_indices
+
+    _check_split(split)
+    filt = pc.field("split") == split if split else None
+    n = sum(b.num_rows for b in _scan_catalog(root, ["item_id"], filt))
+    pick = sample_indices(n, m, rng)
+    if len(pick) == n:
+        return None
+    out: list[str] = []
+    start, j = 0, 0
+    for batch in _scan_catalog(root, ["item_id"], filt):
+        end = start + batch.num_rows
+        hi = j
+        while hi < len(pick) and pick[hi] < end:
+            hi += 1
+        if hi > j:
+            out.extend(batch.column(0).take(pa.array(pick[j:hi] - start)).to_pylist())
+        start, j = end, hi
+    return out
+
+
+def read_catalog_items(root: str, item_ids, columns: list[str]) -> pa.Table:
+    """The catalog rows of ``item_ids`` (only ``columns``), in the order of ``item_ids``: a filtered
+    streaming scan, so a stage can fetch the images of the candidates it judges or trains on."""
+    wanted = sorted(set(item_ids))
+    cols = list(dict.fromkeys(["item_id", *columns]))
+    filt = pc.field("item_id").isin(pa.array(wanted, pa.string()))
+    batches = list(_scan_catalog(root, cols, filt))
+    table = pa.Table.from_batches(batches, schema=pa.schema([CATALOG_SCHEMA.field(c) for c in cols]))
+    pos = {i: n for n, i in enumerate(table.column("item_id").to_pylist())}
+    missing = [i for i in wanted if i not in pos]
+    if missing:
+        raise KeyError(f"{len(missing)} item id(s) not in the catalog under {root!r}, e.g. {missing[:3]}")
+    return table.take(pa.array([pos[i] for i in item_ids], pa.int64())).select(columns)

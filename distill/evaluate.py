@@ -13,106 +13,117 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 from pydantic import BaseModel, computed_field
 
 from distill.errors import DataError
-from distill.metrics import paired_bootstrap_delta, percentile_rank, rank_of
+from distill.metrics import paired_bootstrap_delta, percentile_rank
 
 HIT_KS = (1, 5, 20, 100)
 CEILING_ROW = "teacher ceiling (titles)"  # the row of the teacher's own whole-catalog ranking
 
 
-def winner_metrics(scores: np.ndarray, targets: list[int] | np.ndarray, ks: tuple[int, ...] = HIT_KS) -> dict:
-    """MPR, median percentile and hit@k of ``targets`` (one per row of ``scores`` (P, N))."""
-    if len(targets) == 0:
+def metrics_from_counts(below: np.ndarray, at_or_above: np.ndarray, n_items: int,
+                        ks: tuple[int, ...] = HIT_KS) -> dict:
+    """MPR, median percentile and hit@k from each target's counts: items scored strictly below it
+    (percentile = below / N, PAD's) and items scored at or above it (its rank, ties against it)."""
+    if len(below) == 0:
         return {"n": 0, "mpr": None, "median_percentile": None, **{f"hit@{k}": None for k in ks}}
-    pct = np.array([percentile_rank(s, t) for s, t in zip(scores, targets)])
-    ranks = np.array([rank_of(s, t) for s, t in zip(scores, targets)])
+    pct = np.asarray(below, np.float64) / n_items
+    ranks = np.asarray(at_or_above)
     out = {"n": int(len(pct)), "mpr": float(pct.mean()), "median_percentile": float(np.median(pct))}
     out.update({f"hit@{k}": float((ranks <= k).mean()) for k in ks})
     return out
+
+
+def dense_counts(scores: np.ndarray, targets: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(below, at_or_above) of ``targets`` in rows of a small dense ``scores`` (P, N) matrix."""
+    below = np.array([(np.asarray(s) < s[t]).sum() for s, t in zip(scores, targets)], np.int64)
+    ge = np.array([(np.asarray(s) >= s[t]).sum() for s, t in zip(scores, targets)], np.int64)
+    return below, ge
+
+
+def winner_metrics(scores: np.ndarray, targets: list[int] | np.ndarray, ks: tuple[int, ...] = HIT_KS) -> dict:
+    """MPR, median percentile and hit@k of ``targets`` (one per row of ``scores`` (P, N))."""
+    if len(targets) == 0:
+        return metrics_from_counts(np.zeros(0), np.zeros(0), 1, ks)
+    below, ge = dense_counts(scores, targets)
+    return metrics_from_counts(below, ge, scores.shape[1], ks)
 
 
 def percentiles(scores: np.ndarray, targets) -> np.ndarray:
     return np.array([percentile_rank(s, t) for s, t in zip(scores, targets)])
 
 
-def student_scores(student, persona_texts: list[str], image_emb: np.ndarray) -> np.ndarray:
-    """(P, N) cosine scores of personas against precomputed catalog image embeddings."""
-    return student.encode_texts(list(persona_texts)) @ image_emb.T
-
-
-def embed_catalog(student, images: list[bytes], batch_size: int = 256) -> np.ndarray:
-    """In-process catalog embedding (the Ray Data path is ``embed_catalog_ray``)."""
-    return student.encode_images(images, batch_size=batch_size)
-
-
-class _EmbedBatch:
-    """Ray Data actor: load a student checkpoint once, embed batches of image bytes."""
-
-    def __init__(self, checkpoint: str, threads: int = 1):
-        import torch
-
-        from distill.student import Student
-
-        torch.set_num_threads(threads)
-        self.student = Student.load(checkpoint)
-
-    def __call__(self, batch: dict) -> dict:
-        emb = self.student.encode_images([bytes(b) for b in batch["image"]])
-        return {"item_id": batch["item_id"], "embedding": emb}
-
-
-def embed_catalog_ray(checkpoint: str, catalog: pa.Table, actors: int = 2, batch_size: int = 128,
-                      num_cpus: float = 1.0) -> tuple[list[str], np.ndarray]:
-    """Catalog embedding as a Ray Data pass over an actor pool (decode + preprocess + encode on CPU workers)."""
-    import ray.data
-
-    from distill.ray_utils import init_ray
-
-    init_ray()
-    n_blocks = max(actors, min(64, catalog.num_rows // batch_size))
-    ds = ray.data.from_arrow(catalog.select(["item_id", "image"])).repartition(n_blocks).map_batches(
-        _EmbedBatch, fn_constructor_kwargs={"checkpoint": checkpoint}, batch_size=batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=num_cpus)
-    ids, embs = [], []
-    for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ids.extend(str(x) for x in b["item_id"])
-        embs.append(np.asarray(b["embedding"], np.float32))
-    order = {i: n for n, i in enumerate(catalog["item_id"].to_pylist())}
-    emb = np.concatenate(embs)
-    perm = np.argsort([order[i] for i in ids])
-    return [ids[p] for p in perm], emb[perm]
-
-
 @dataclass
 class EvalSet:
-    """Held-out personas, the held-out catalog and the teacher's tournament winner per persona."""
+    """Held-out personas, the held-out catalog (by id: its images stay in the dataset root's parts)
+    and the teacher's tournament winner per persona."""
 
     persona_ids: list[str]
     persona_texts: list[str]
     item_ids: list[str]
-    images: list[bytes]
     titles: list[str]
     winners: list[int]              # index into item_ids of each persona's tournament winner
     heldout: np.ndarray | None = None   # (N,) bool: item's motif is held out of training (demo world)
     true_best: list[int] | None = None  # demo world: argmax of the hidden utility
     teacher_calls: int = 0
+    root: str | None = None         # the dataset root the items are read from
+    split: str | None = None        # their catalog split
+    subset: bool = True             # item_ids are a sample of the split (else the whole split)
+    embeddings: str | None = None   # where students' embeddings of this catalog are cached (one dir per student)
+
+
+def _row(name: str, es: EvalSet, winners: tuple[np.ndarray, np.ndarray],
+         true_best: tuple[np.ndarray, np.ndarray] | None, n_items: int) -> dict:
+    """One table row from (below, at_or_above) counts of the winners (and of the true best)."""
+    below, ge = winners
+    row = {"model": name, **metrics_from_counts(below, ge, n_items)}
+    if true_best is not None:
+        row["true_best"] = metrics_from_counts(*true_best, n_items)
+    if es.heldout is not None:
+        held = np.array([es.heldout[w] for w in es.winners], bool)
+        for label, sel in (("seen_motif", ~held), ("heldout_motif", held)):
+            row[label] = metrics_from_counts(below[sel], ge[sel], n_items)
+    row["percentiles"] = (np.asarray(below, np.float64) / n_items).tolist()
+    return row
 
 
 def evaluate_scores(name: str, scores: np.ndarray, es: EvalSet) -> dict:
-    """One table row: metrics vs the tournament winner, and on the demo world vs the true best and by split."""
-    row = {"model": name, **winner_metrics(scores, es.winners)}
+    """One table row from a small dense (P, N) score matrix (the teacher's ceiling, tests)."""
+    tb = dense_counts(scores, es.true_best) if es.true_best is not None else None
+    return _row(name, es, dense_counts(scores, es.winners), tb, scores.shape[1])
+
+
+def student_embeddings(checkpoint: str, es: EvalSet, cfg=None) -> str:
+    """The student's embeddings of the evaluation catalog, through the one embedding pipeline
+    (cached per student under ``es.embeddings``)."""
+    from distill import storage
+    from distill.embed import embed_catalog
+    from distill.student import read_checkpoint_meta
+
+    if es.root is None or es.embeddings is None:
+        raise ValueError("this EvalSet has no dataset root / embeddings directory (build it with build_eval_set)")
+    ckpt_hash = read_checkpoint_meta(checkpoint)["checkpoint_id"]
+    out = storage.join(es.embeddings, ckpt_hash[:16])
+    embed_catalog(es.root, checkpoint, out, cfg, split=es.split, item_ids=es.item_ids if es.subset else None,
+                  checkpoint_hash=ckpt_hash)
+    return out
+
+
+def evaluate_student(name: str, checkpoint: str, es: EvalSet, embed_cfg=None) -> dict:
+    """One table row for a student checkpoint: its catalog embeddings from the pipeline, the
+    winners' percentiles and ranks by chunked counting over them (``distill.scoring``)."""
+    from distill.scoring import rank_counts
+    from distill.student import Student
+
+    emb = student_embeddings(checkpoint, es, embed_cfg)
+    queries = Student.load(checkpoint).encode_texts(list(es.persona_texts))
+    sets = [[es.item_ids[w] for w in es.winners]]
     if es.true_best is not None:
-        row["true_best"] = winner_metrics(scores, es.true_best)
-    if es.heldout is not None:
-        held = np.array([es.heldout[w] for w in es.winners])
-        for label, sel in (("seen_motif", ~held), ("heldout_motif", held)):
-            idx = np.flatnonzero(sel)
-            row[label] = winner_metrics(scores[idx], [es.winners[i] for i in idx])
-    row["percentiles"] = percentiles(scores, es.winners).tolist()
-    return row
+        sets.append([es.item_ids[w] for w in es.true_best])
+    counts = rank_counts(emb, queries, sets)
+    tb = (counts.below[1], counts.at_or_above[1]) if es.true_best is not None else None
+    return _row(name, es, (counts.below[0], counts.at_or_above[0]), tb, counts.n_items)
 
 
 def add_paired_deltas(rows: list[dict]) -> list[dict]:
@@ -301,9 +312,10 @@ def build_eval_set(root: str, persona_split: str, catalog_split: str, max_person
     pos = {i: n for n, i in enumerate(item_ids)}
     winners = dict(zip(result.tournaments["tournament_id"].to_pylist(), result.tournaments["winner_id"].to_pylist()))
     es = EvalSet(persona_ids=[s.persona_id for s in specs], persona_texts=[s.persona_text for s in specs],
-                 item_ids=item_ids, images=catalog["image"].to_pylist(), titles=catalog["title"].to_pylist(),
+                 item_ids=item_ids, titles=catalog["title"].to_pylist(),
                  winners=[pos[winners[s.tournament_id]] for s in specs],
-                 teacher_calls=int(result.summary.teacher_calls))
+                 teacher_calls=int(result.summary.teacher_calls), root=root, split=catalog_split,
+                 subset=max_candidates is not None, embeddings=output.rstrip("/") + "-embeddings")
     if demo:
         from distill import datasets
         from distill.world.truth import world_utility
@@ -323,11 +335,3 @@ def teacher_ceiling_scores(es: EvalSet) -> np.ndarray:
 
     enc = shared_encoder()
     return enc.encode(es.persona_texts) @ enc.encode(es.titles).T
-
-
-def evaluate_student(name: str, checkpoint: str, es: EvalSet, image_emb: np.ndarray | None = None) -> dict:
-    from distill.student import Student
-
-    student = Student.load(checkpoint)
-    emb = image_emb if image_emb is not None else embed_catalog(student, es.images)
-    return evaluate_scores(name, student_scores(student, es.persona_texts, emb), es)

@@ -53,21 +53,29 @@ def sample_candidates(scores: np.ndarray, rng: np.random.Generator, cfg: Sampler
     bins above it first (then below), so a match always has k candidates when N >= k.
     """
     cfg = cfg or SamplerConfig()
-    n = len(scores)
-    k = min(cfg.k, n)
     bins = bin_of(scores, cfg.edges)
     pools = [list(rng.permutation(np.flatnonzero(bins == b))) for b in range(len(cfg.draws))]
-    chosen: list[int] = []
+    return np.asarray(fill_from_pools(pools, cfg.draws), dtype=np.int64)
+
+
+def fill_from_pools(pools: list[list], draws: list[int] | tuple[int, ...]) -> list:
+    """Take ``draws[b]`` items from the front of each bin's pool (already in random order); a bin
+    with too few gives what it has and the shortfall comes from the nearest bins above it first
+    (then below). The pools need hold no more than ``sum(draws)`` items each: the chunked sampler
+    (``distill.scoring.sample_matches``) keeps just that many per bin."""
+    pools = [list(p) for p in pools]
+    k = min(sum(draws), sum(len(p) for p in pools))
+    chosen: list = []
     shortfall = []
-    for b, want in enumerate(cfg.draws):
+    for b, want in enumerate(draws):
         take = pools[b][:want]
         pools[b] = pools[b][want:]
-        chosen.extend(int(i) for i in take)
+        chosen.extend(take)
         shortfall.append(want - len(take))
     for b, missing in enumerate(shortfall):
         order = [j for j in range(b + 1, len(pools))] + [j for j in range(b - 1, -1, -1)]
         for j in order:
             while missing and pools[j]:
-                chosen.append(int(pools[j].pop(0)))
+                chosen.append(pools[j].pop(0))
                 missing -= 1
-    return np.asarray(chosen[:k], dtype=np.int64)
+    return [c if not isinstance(c, np.integer) else int(c) for c in chosen[:k]]

@@ -33,19 +33,11 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import storage
+from distill.embed import EMBEDDING_SCHEMA, embeddings_table  # noqa: F401  (re-exported: the index's input)
+from distill.embed import vectors_of as _vectors_of
 from distill.seeding import sample_indices
 
 INDEX_FORMAT_VERSION = 1
-
-EMBEDDING_SCHEMA = pa.schema(
-    [
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("vector", pa.list_(pa.float32()), nullable=False),
-        pa.field("title", pa.string(), nullable=True),
-        pa.field("image_uri", pa.string(), nullable=True),
-    ],
-    metadata={"persona_distill.table": "embeddings", "persona_distill.version": "1"},
-)
 
 SHARD_ITEMS_SCHEMA = pa.schema(
     [
@@ -110,6 +102,10 @@ class IndexBuildConfig(BaseModel):
     version: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                                 description="version directory name; default a UTC timestamp + random suffix")
     make_current: bool = Field(True, description="move CURRENT to the new version once it is complete")
+    num_gpus: float = Field(0.0, ge=0, description=(
+        "GPUs per build task (training and each shard's add); with GPUs and a GPU build of faiss the "
+        "index trains and adds on them (index_cpu_to_all_gpus), else on CPU"))
+    read_rows: int = Field(65_536, ge=1, description="embedding rows a shard task reads at a time (bounds its memory)")
 
 
 class ShardInfo(BaseModel):
@@ -119,6 +115,12 @@ class ShardInfo(BaseModel):
     index_sha256: str
     items_file: str
     items_sha256: str
+    index_bytes: int | None = Field(None, description="size of the serialised FAISS shard")
+    memory_bytes: int | None = Field(None, description=(
+        "memory a process needs to load and serve this shard (serialised blob + deserialised index + "
+        "item table): what a Serve shard replica should request"))
+    build_seconds: float | None = None
+    build_peak_rss_bytes: int | None = Field(None, description="peak RSS of the task that built this shard")
 
 
 class IndexManifest(BaseModel):
@@ -224,66 +226,134 @@ def _progress(total: int, desc: str, enabled: bool):
 # build
 
 
-def _vectors_of(table: pa.Table) -> np.ndarray:
-    col = table.column("vector").combine_chunks()
-    if len(col) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
-    if pa.types.is_fixed_size_list(col.type):
-        dim = col.type.list_size
-    else:
-        offsets = col.offsets.to_numpy()
-        lengths = np.diff(offsets)
-        if not (lengths == lengths[0]).all():
-            raise ValueError("embeddings have vectors of different lengths")
-        dim = int(lengths[0])
-        col = col.slice(0)  # flatten respects offsets
-    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return flat.reshape(len(table), dim)
-
-
-def embeddings_table(item_ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str | None] | None = None,
-                     image_uris: Sequence[str | None] | None = None) -> pa.Table:
-    """An EMBEDDING_SCHEMA table from arrays (vectors stored as float32 lists)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    vec = pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
-                                   pa.array(vectors.reshape(-1)))
-    return pa.table({
-        "item_id": pa.array(list(item_ids), pa.string()),
-        "vector": vec,
-        "title": pa.array(list(titles) if titles is not None else [None] * n, pa.string()),
-        "image_uri": pa.array(list(image_uris) if image_uris is not None else [None] * n, pa.string()),
-    }, schema=EMBEDDING_SCHEMA)
-
-
 def _faiss():
     import faiss
 
     return faiss
 
 
-def _train_template(factory: str, dim: int, vectors: np.ndarray, cfg: IndexBuildConfig):
+def gpu_count() -> int:
+    """GPUs this process's faiss can use: 0 for a CPU build of faiss or a process given no GPU."""
+    faiss = _faiss()
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or not hasattr(faiss, "get_num_gpus"):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # a GPU build without a usable driver
+        return 0
+
+
+def _on_gpus(index, fn):
+    """Run ``fn(index)`` on every GPU of the process when there are some (training and adding are
+    what GPUs speed up), and hand back a CPU index; on CPU, or for an index type faiss cannot move
+    (e.g. HNSW), ``fn`` runs on the CPU index as it is."""
+    faiss = _faiss()
+    if gpu_count() > 0:
+        try:
+            gpu_index = faiss.index_cpu_to_all_gpus(index)
+        except (RuntimeError, AttributeError):
+            gpu_index = None
+        if gpu_index is not None:
+            fn(gpu_index)
+            return faiss.index_gpu_to_cpu(gpu_index)
+    fn(index)
+    return index
+
+
+def _train_template(factory: str, dim: int, sample: np.ndarray):
+    """The empty index of ``factory``, trained once (coarse quantizer, PQ codebooks) on ``sample``."""
     faiss = _faiss()
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        n = len(vectors)
-        rng = np.random.default_rng(cfg.seed)
-        pick = sample_indices(n, cfg.train_sample, rng)
-        sample = vectors if len(pick) == n else vectors[pick]  # no copy of a catalog small enough to use whole
-        index.train(np.ascontiguousarray(sample))
+        index = _on_gpus(index, lambda ix: ix.train(np.ascontiguousarray(sample, dtype=np.float32)))
     return index
+
+
+def _needs_training(factory: str, dim: int) -> bool:
+    faiss = _faiss()
+    return not faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT).is_trained
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _fill_shard(template, batches: Iterable[tuple[pa.Array, np.ndarray, pa.Array, pa.Array]], shard: int,
+                vdir: str, progress=None) -> ShardInfo:
+    """Add every (ids, vectors, titles, uris) batch to a clone of the trained ``template`` (on the
+    GPUs when the process has them) and write the shard's two files; holds the shard plus one batch."""
+    faiss = _faiss()
+    index = faiss.clone_index(template)
+    ids, titles, uris = [], [], []
+    seen: set[str] = set()
+
+    def add_all(ix) -> None:
+        for b_ids, vecs, b_titles, b_uris in batches:
+            if len(b_ids) == 0:
+                continue
+            for i in b_ids.to_pylist():
+                if i in seen:
+                    raise ValueError(f"embeddings table has duplicate item ids (e.g. {i!r})")
+                seen.add(i)
+            ix.add(np.ascontiguousarray(normalize(vecs)))
+            ids.append(b_ids)
+            titles.append(b_titles)
+            uris.append(b_uris)
+            if progress is not None:
+                progress.update(len(b_ids))
+
+    index = _on_gpus(index, add_all)
+    blob = faiss.serialize_index(index).tobytes()
+    n = int(index.ntotal)
+    del index
+    items = pa.table({"item_id": pa.chunked_array(ids, pa.string()), "title": pa.chunked_array(titles, pa.string()),
+                      "image_uri": pa.chunked_array(uris, pa.string())}, schema=SHARD_ITEMS_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(items, buf, compression="zstd")
+    items_blob = buf.getvalue()
+    index_file, items_file = f"shard-{shard:05d}.faiss", f"shard-{shard:05d}.items.parquet"
+    storage.write_bytes_atomic(blob, storage.join(vdir, index_file))
+    storage.write_bytes_atomic(items_blob, storage.join(vdir, items_file))
+    return ShardInfo(shard=shard, n_items=n, index_file=index_file, index_sha256=sha256(blob),
+                     items_file=items_file, items_sha256=sha256(items_blob), index_bytes=len(blob),
+                     memory_bytes=2 * len(blob) + 2 * items.nbytes + 256 * n)
+
+
+def _new_version(out_root: str, cfg: IndexBuildConfig) -> tuple[str, str]:
+    version = cfg.version or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+    vdir = version_dir(out_root, version)
+    if storage.exists(storage.join(vdir, "manifest.json")):
+        raise ValueError(f"index version {version!r} already exists under {out_root!r}")
+    return version, vdir
+
+
+def _commit(out_root: str, version: str, vdir: str, cfg: IndexBuildConfig, started: float, dim: int, n: int,
+            trained_on: int, shards: list[ShardInfo], **meta) -> IndexManifest:
+    manifest = IndexManifest(
+        version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        build_seconds=round(time.perf_counter() - started, 3), factory=cfg.factory, dim=dim, n_items=n,
+        n_shards=cfg.n_shards, search_params=cfg.search_params, train_sample=trained_on, shards=shards, **meta)
+    storage.write_json_atomic(manifest.model_dump(mode="json"), storage.join(vdir, "manifest.json"))
+    if cfg.make_current:
+        set_current(out_root, version)
+    return manifest
 
 
 def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, checkpoint_hash: str,
                 cfg: IndexBuildConfig | None = None, progress: bool = True, checkpoint_uri: str | None = None,
                 dataset_root: str | None = None, embeddings_uri: str | None = None) -> IndexManifest:
-    """Build ``cfg.n_shards`` FAISS shards from an embeddings table (or its Parquet URI).
+    """Build ``cfg.n_shards`` FAISS shards in this process from a small embeddings table (or the
+    Parquet at a URI): tests, benches, notebooks. Catalog-sized builds use :func:`build_index_parallel`
+    (what ``jobs/index.py`` runs), which writes the same layout from parallel Ray tasks.
 
     Vectors are L2-normalised here whatever the input; the coarse quantizer (and PQ codebooks) is
     trained once on a sample of all vectors and cloned into every shard, so shards share cells.
     Writes the version directory (shards, then manifest) and finally ``CURRENT``.
     """
-    faiss = _faiss()
     cfg = cfg or IndexBuildConfig()
     started = time.perf_counter()
     embeddings_uri = embeddings if isinstance(embeddings, str) else embeddings_uri
@@ -296,54 +366,179 @@ def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, c
         raise ValueError("cannot build an index from an empty embeddings table")
     vectors = normalize(_vectors_of(table))
     dim = vectors.shape[1]
-    item_ids = table.column("item_id").to_pylist()
-    if len(set(item_ids)) != n:
-        raise ValueError("embeddings table has duplicate item ids")
-    titles = table.column("title") if "title" in table.column_names else pa.nulls(n, pa.string())
-    uris = table.column("image_uri") if "image_uri" in table.column_names else pa.nulls(n, pa.string())
-
-    version = cfg.version or (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
-    vdir = version_dir(out_root, version)
-    if storage.exists(storage.join(vdir, "manifest.json")):
-        raise ValueError(f"index version {version!r} already exists under {out_root!r}")
-
-    template = _train_template(cfg.factory, dim, vectors, cfg)
-    trained_on = min(n, cfg.train_sample) if faiss.index_factory(dim, cfg.factory).is_trained is False else 0
-    assign = shard_of_many(item_ids, cfg.n_shards)
+    item_ids = table.column("item_id").combine_chunks()
+    titles = table.column("title").combine_chunks() if "title" in table.column_names else pa.nulls(n, pa.string())
+    uris = table.column("image_uri").combine_chunks() if "image_uri" in table.column_names \
+        else pa.nulls(n, pa.string())
+    version, vdir = _new_version(out_root, cfg)
+    trained_on = 0
+    sample = vectors[:0]
+    if _needs_training(cfg.factory, dim):
+        pick = sample_indices(n, cfg.train_sample, np.random.default_rng(cfg.seed))
+        sample, trained_on = (vectors if len(pick) == n else vectors[pick]), len(pick)
+    template = _train_template(cfg.factory, dim, sample)
+    assign = shard_of_many(item_ids.to_pylist(), cfg.n_shards)
     shards: list[ShardInfo] = []
     bar = _progress(n, f"index {cfg.factory} x{cfg.n_shards}", progress)
     for s in range(cfg.n_shards):
         rows = np.flatnonzero(assign == s)
-        index = faiss.clone_index(template)
-        for lo in range(0, len(rows), cfg.add_batch):
-            chunk = rows[lo:lo + cfg.add_batch]
-            index.add(np.ascontiguousarray(vectors[chunk]))
-            bar.update(len(chunk))
-        blob = faiss.serialize_index(index).tobytes()
-        idx = pa.array(rows)
-        items = pa.table({"item_id": pa.array(item_ids, pa.string()).take(idx),
-                          "title": titles.take(idx), "image_uri": uris.take(idx)}, schema=SHARD_ITEMS_SCHEMA)
-        buf = io.BytesIO()
-        pq.write_table(items, buf, compression="zstd")
-        items_blob = buf.getvalue()
-        index_file, items_file = f"shard-{s:05d}.faiss", f"shard-{s:05d}.items.parquet"
-        storage.write_bytes_atomic(blob, storage.join(vdir, index_file))
-        storage.write_bytes_atomic(items_blob, storage.join(vdir, items_file))
-        shards.append(ShardInfo(shard=s, n_items=len(rows), index_file=index_file, index_sha256=sha256(blob),
-                                items_file=items_file, items_sha256=sha256(items_blob)))
-        del index, blob
+
+        def batches(rows=rows):
+            for lo in range(0, len(rows), cfg.add_batch):
+                idx = pa.array(rows[lo:lo + cfg.add_batch])
+                yield item_ids.take(idx), vectors[rows[lo:lo + cfg.add_batch]], titles.take(idx), uris.take(idx)
+
+        shards.append(_fill_shard(template, batches(), s, vdir, bar))
     bar.close()
-    manifest = IndexManifest(
-        version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        build_seconds=round(time.perf_counter() - started, 3), factory=cfg.factory, dim=dim, n_items=n,
-        n_shards=cfg.n_shards, search_params=cfg.search_params,
-        train_sample=trained_on,
-        checkpoint_id=checkpoint_id, checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri,
-        checkpoint_uri=checkpoint_uri, dataset_root=dataset_root, shards=shards)
-    storage.write_json_atomic(manifest.model_dump(mode="json"), storage.join(vdir, "manifest.json"))
-    if cfg.make_current:
-        set_current(out_root, version)
-    return manifest
+    return _commit(out_root, version, vdir, cfg, started, dim, n, trained_on, shards, checkpoint_id=checkpoint_id,
+                   checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri, checkpoint_uri=checkpoint_uri,
+                   dataset_root=dataset_root)
+
+
+# --------------------------------------------------------------------------------------------
+# parallel build: one Ray task trains, one Ray task per shard fills
+
+
+def _embedding_parts(uri: str) -> list[str]:
+    if uri.endswith(".parquet"):
+        return [uri]
+    files = [f for f in storage.list_files(uri, ".parquet") if not f.rsplit("/", 1)[-1].startswith(("_", "."))]
+    if not files:
+        raise ValueError(f"no embeddings Parquet files under {uri!r}")
+    return files
+
+
+def _file_rows(uri: str) -> tuple[int, int]:
+    """(rows, dim) of one embeddings file, from its footer and first row."""
+    fs, path = storage.resolve(uri)
+    with fs.open_input_file(path) as fh:
+        pf = pq.ParquetFile(fh)
+        n = pf.metadata.num_rows
+        dim = len(next(pf.iter_batches(batch_size=1, columns=["vector"])).column(0)[0]) if n else 0
+    return n, dim
+
+
+def _iter_file(uri: str, rows: int, columns: list[str]):
+    fs, path = storage.resolve(uri)
+    names = set(pq.read_schema(fs.open_input_file(path)).names)
+    with fs.open_input_file(path) as fh:
+        yield from pq.ParquetFile(fh).iter_batches(batch_size=rows, columns=[c for c in columns if c in names])
+
+
+def _sample_task(uri: str, picks: np.ndarray, rows: int) -> np.ndarray:
+    """The vectors at row positions ``picks`` (sorted) of one file."""
+    out, start = [], 0
+    for batch in _iter_file(uri, rows, ["vector"]):
+        end = start + batch.num_rows
+        local = picks[(picks >= start) & (picks < end)] - start
+        if len(local):
+            out.append(_vectors_of(batch.take(pa.array(local))))
+        start = end
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _train_task(files: list[str], picks: list[np.ndarray], factory: str, dim: int, rows: int) -> tuple[bytes, dict]:
+    """Gather the training sample (one bounded read per file) and train the template once."""
+    t0 = time.perf_counter()
+    parts = [_sample_task(f, p, rows) for f, p in zip(files, picks) if len(p)]
+    sample = normalize(np.concatenate(parts)) if parts else np.zeros((0, dim), np.float32)
+    template = _train_template(factory, dim, sample)
+    blob = _faiss().serialize_index(template).tobytes()
+    return blob, {"seconds": round(time.perf_counter() - t0, 3), "peak_rss_bytes": _peak_rss_bytes(),
+                  "gpus": gpu_count(), "sample": len(sample)}
+
+
+def _shard_task(shard: int, n_shards: int, files: list[str], template_blob: bytes, vdir: str, rows: int) -> dict:
+    """Fill one shard from every embeddings file, reading ``rows`` at a time (its memory: the shard
+    itself plus one slice). Runs in a fresh worker (``max_calls=1``), so its peak RSS is its own."""
+    faiss = _faiss()
+    t0 = time.perf_counter()
+    template = faiss.deserialize_index(np.frombuffer(template_blob, dtype=np.uint8))
+
+    def batches():
+        for f in files:
+            for batch in _iter_file(f, rows, ["item_id", "vector", "title", "image_uri"]):
+                ids = batch.column("item_id")
+                mask = shard_of_many(ids.to_pylist(), n_shards) == shard
+                if not mask.any():
+                    continue
+                pick = pa.array(np.flatnonzero(mask))
+                n = int(mask.sum())
+                col = lambda name: batch.column(name).take(pick) if name in batch.schema.names \
+                    else pa.nulls(n, pa.string())  # noqa: E731
+                yield ids.take(pick), _vectors_of(batch)[mask], col("title"), col("image_uri")
+
+    info = _fill_shard(template, batches(), shard, vdir)
+    info.build_seconds = round(time.perf_counter() - t0, 3)
+    info.build_peak_rss_bytes = _peak_rss_bytes()
+    return info.model_dump()
+
+
+class IndexBuildReport(BaseModel):
+    """What a parallel build did: the manifest, and the training task's time and memory."""
+
+    manifest: IndexManifest
+    train: dict
+    seconds: float
+
+    @property
+    def max_shard_peak_rss_bytes(self) -> int:
+        return max(s.build_peak_rss_bytes or 0 for s in self.manifest.shards)
+
+
+def build_index_parallel(embeddings_uri: str, out_root: str, checkpoint_id: str, checkpoint_hash: str,
+                         cfg: IndexBuildConfig | None = None, progress: bool = True,
+                         checkpoint_uri: str | None = None, dataset_root: str | None = None) -> IndexBuildReport:
+    """Build the sharded index from an embeddings directory with Ray tasks, never loading it whole.
+
+    1. The driver counts rows from the Parquet footers and draws the training positions (seeded).
+    2. One task reads just those rows and trains the coarse quantizer / PQ codebooks once; the
+       trained, empty index goes to the object store (centroids only: small).
+    3. One task per shard (in parallel, each a fresh worker) scans the embeddings in slices of
+       ``cfg.read_rows``, keeps its rows (crc32(item_id) % n_shards) and adds them to a clone of
+       the template, then writes its files. Its memory is its shard plus one slice.
+    4. The driver writes the manifest (with each shard's bytes and memory need), then ``CURRENT``.
+    With ``cfg.num_gpus`` > 0 the tasks get GPUs and train / add on them (``index_cpu_to_all_gpus``).
+    """
+    import ray
+
+    from distill.ray_utils import init_ray
+
+    cfg = cfg or IndexBuildConfig()
+    started = time.perf_counter()
+    init_ray()
+    files = _embedding_parts(embeddings_uri)
+    counts = [_file_rows(f) for f in files]
+    n = sum(c for c, _ in counts)
+    if n == 0:
+        raise ValueError("cannot build an index from an empty embeddings table")
+    dim = next(d for c, d in counts if c)
+    version, vdir = _new_version(out_root, cfg)
+    trained_on = 0
+    picks = [np.zeros(0, np.int64) for _ in files]
+    if _needs_training(cfg.factory, dim):
+        pick = sample_indices(n, cfg.train_sample, np.random.default_rng(cfg.seed))
+        trained_on = len(pick)
+        offsets = np.cumsum([0] + [c for c, _ in counts])
+        picks = [pick[(pick >= lo) & (pick < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:])]
+    gpu = {"num_gpus": cfg.num_gpus} if cfg.num_gpus else {}
+    blob, train = ray.get(ray.remote(num_cpus=1, max_calls=1, **gpu)(_train_task).remote(
+        files, picks, cfg.factory, dim, cfg.read_rows))
+    template_ref = ray.put(blob)
+    task = ray.remote(num_cpus=1, max_calls=1, **gpu)(_shard_task)
+    refs = [task.remote(s, cfg.n_shards, files, template_ref, vdir, cfg.read_rows) for s in range(cfg.n_shards)]
+    shards: list[ShardInfo] = []
+    bar = _progress(cfg.n_shards, f"index {cfg.factory} x{cfg.n_shards} (shards)", progress)
+    for ref in refs:
+        shards.append(ShardInfo(**ray.get(ref)))
+        bar.update(1)
+    bar.close()
+    if sum(s.n_items for s in shards) != n:
+        raise RuntimeError(f"shards hold {sum(s.n_items for s in shards)} of {n} vectors")
+    manifest = _commit(out_root, version, vdir, cfg, started, dim, n, trained_on, shards,
+                       checkpoint_id=checkpoint_id, checkpoint_hash=checkpoint_hash, embeddings_uri=embeddings_uri,
+                       checkpoint_uri=checkpoint_uri, dataset_root=dataset_root)
+    return IndexBuildReport(manifest=manifest, train=train, seconds=round(time.perf_counter() - started, 3))
 
 
 def set_current(root: str, version: str) -> None:

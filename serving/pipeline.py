@@ -1,5 +1,9 @@
 """Catalog -> student image embeddings -> sharded FAISS index: the library behind ``jobs/index.py``.
 
+Embeddings come from the one catalog-embedding pipeline (``distill.embed``: Parquet parts ->
+actor pool -> Parquet); the index is built from them by parallel Ray tasks
+(``serving.index.build_index_parallel``), so neither the driver nor any task holds the catalog.
+
 With no student checkpoint given, the student is built from its config with a fixed seed (the
 untrained demo student) and saved under ``<output>/students/<hash>`` first, so the endpoint
 loads exactly the weights the index was built with. Embeddings are cached per
@@ -18,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from distill import storage
 from distill.student import StudentConfig
 from distill.world import WorldConfig
-from serving.embed import EmbedConfig, embed_catalog, embeddings_complete, read_embeddings
-from serving.index import IndexBuildConfig, IndexManifest, build_index
+from distill.embed import EmbedConfig, embed_catalog, embeddings_complete
+from serving.index import IndexBuildConfig, IndexManifest, build_index_parallel
 
 
 class IndexJobConfig(BaseModel):
@@ -83,7 +87,6 @@ def index_root(cfg: IndexJobConfig) -> str:
 
 
 def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
-    from distill.ray_utils import init_ray
     from distill import datasets
 
     started = time.perf_counter()
@@ -96,17 +99,14 @@ def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
     selection = json.dumps({"dataset": dataset, "split": cfg.split, "limit": cfg.limit}, sort_keys=True)
     emb_uri = storage.join(output, "embeddings",
                            f"{ckpt_hash[:16]}-{hashlib.sha256(selection.encode()).hexdigest()[:8]}")
-    done = embeddings_complete(emb_uri) if cfg.reuse_embeddings else None
-    if done is None or done.get("checkpoint_hash") != ckpt_hash:
-        init_ray()
-        embed_catalog(dataset, ckpt_uri, ckpt_hash, emb_uri, cfg.embed, split=cfg.split, limit=cfg.limit,
-                      progress=progress)
-    elif progress:
+    done = embeddings_complete(emb_uri)
+    embed_catalog(dataset, ckpt_uri, emb_uri, cfg.embed, split=cfg.split, limit=cfg.limit,
+                  checkpoint_hash=ckpt_hash, reuse=cfg.reuse_embeddings, progress=progress)
+    if progress and done is not None and cfg.reuse_embeddings and done.get("checkpoint_hash") == ckpt_hash:
         print(f"reusing embeddings at {emb_uri} ({done['n_items']} items)")
-    table = read_embeddings(emb_uri).sort_by("item_id")
-    manifest = build_index(table, output, checkpoint_id=ckpt_uri, checkpoint_hash=ckpt_hash, cfg=cfg.index,
-                           progress=progress, checkpoint_uri=ckpt_uri, dataset_root=dataset,
-                           embeddings_uri=emb_uri)
+    manifest = build_index_parallel(emb_uri, output, checkpoint_id=ckpt_uri, checkpoint_hash=ckpt_hash,
+                                    cfg=cfg.index, progress=progress, checkpoint_uri=ckpt_uri,
+                                    dataset_root=dataset).manifest
     if progress:
         print(f"index {manifest.version} at {output}: {manifest.n_items} items, dim {manifest.dim}, "
               f"{manifest.n_shards} shard(s) of {manifest.factory}; {time.perf_counter() - started:.1f} s")

@@ -24,7 +24,7 @@ def test_winner_metrics_hand_computed():
 
 
 def test_evaluate_scores_splits_and_table(tmp_path):
-    es = EvalSet(persona_ids=["a", "b"], persona_texts=["x", "y"], item_ids=["i0", "i1", "i2"], images=[],
+    es = EvalSet(persona_ids=["a", "b"], persona_texts=["x", "y"], item_ids=["i0", "i1", "i2"],
                  titles=["t0", "t1", "t2"], winners=[0, 2], heldout=np.array([False, False, True]), true_best=[0, 1])
     scores = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]])
     row = evaluate_scores("m", scores, es)

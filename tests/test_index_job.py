@@ -37,7 +37,7 @@ def _catalog(root: Path, n: int = 48) -> None:
 @pytest.mark.slow
 def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
     from distill.config import build_config
-    from serving.embed import read_embeddings
+    from distill.embed import read_embeddings
     from serving.encoders import load_encoder
     from serving.index import ShardedIndex, read_manifest
     from serving.pipeline import IndexJobConfig, run_index_job
