@@ -56,6 +56,9 @@ class EmbedConfig(BaseModel):
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per actor")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (e.g. 1 on GPU nodes; the model moves to cuda)")
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per actor")
+    io_cpus: float = Field(0.25, gt=0, description=(
+        "CPUs reserved per Parquet read / write task (light work: a full CPU each would keep the "
+        "actors from the cores on a small node)"))
     part_rows: int = Field(100_000, ge=1, description="at most this many rows per written embeddings Parquet file")
 
 
@@ -107,7 +110,7 @@ def vectors_of(table: pa.Table | pa.RecordBatch) -> np.ndarray:
 
 
 def catalog_dataset(root: str, columns: list[str], split: str | None = None,
-                    item_ids: Sequence[str] | None = None):
+                    item_ids: Sequence[str] | None = None, io_cpus: float | None = None):
     """The catalog parts as a Ray Dataset: only ``columns``; the split and id selection are Ray Data
     predicate expressions, which its optimiser pushes into the Parquet scan."""
     import ray.data
@@ -118,7 +121,7 @@ def catalog_dataset(root: str, columns: list[str], split: str | None = None,
     if not storage.exists(cdir):
         raise FileNotFoundError(f"no catalog under {root!r} (expected {cdir!r})")
     fs, path = storage.resolve(cdir)
-    ds = ray.data.read_parquet(path, filesystem=fs)
+    ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=io_cpus)
     if split:
         ds = ds.filter(expr=col("split") == split)
     if item_ids is not None:
@@ -205,7 +208,7 @@ def embed_catalog(dataset_root: str, checkpoint_uri: str, out_uri: str, cfg: Emb
     import ray.data
 
     started = time.perf_counter()
-    ds = catalog_dataset(dataset_root, ["item_id", "title", "image", "attributes"], split, item_ids)
+    ds = catalog_dataset(dataset_root, ["item_id", "title", "image", "attributes"], split, item_ids, cfg.io_cpus)
     if limit is not None:
         ds = ds.sort("item_id").limit(limit)
     device = "cuda" if cfg.num_gpus > 0 else "cpu"
@@ -213,12 +216,14 @@ def embed_catalog(dataset_root: str, checkpoint_uri: str, out_uri: str, cfg: Emb
         ImageEmbedder, batch_format="pyarrow", batch_size=cfg.batch_size,
         fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri, "device": device,
                                "torch_threads": cfg.torch_threads},
-        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=max(cfg.min_actors, cfg.max_actors)),
+        # every actor starts at once: loading the student is the pool's fixed cost, paid in parallel
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=max(cfg.min_actors, cfg.max_actors),
+                                           initial_size=max(cfg.min_actors, cfg.max_actors)),
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
     storage.delete(out_uri)  # a rerun replaces the files of an incomplete earlier attempt
     fs, path = storage.resolve(out_uri)
     ds.write_parquet(path, filesystem=fs, max_rows_per_file=cfg.part_rows, schema=EMBEDDING_SCHEMA,
-                     compression="zstd")
+                     compression="zstd", ray_remote_args={"num_cpus": cfg.io_cpus})
     files = embedding_files(out_uri, check=False)
     n, dim = 0, 0
     for f in files:
