@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distill import datasets
+from distill import datasets, storage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,7 @@ def _catalog(root: Path, n: int = 48) -> None:
                       "attributes": pa.array(attrs, type=pa.map_(pa.string(), pa.string()))})
     datasets.write_catalog_part(table.slice(0, n // 2), str(root), "test-00000")
     datasets.write_catalog_part(table.slice(n // 2), str(root), "test-00001")
+    storage.write_json_atomic({"kind": "test"}, datasets.manifest_path(str(root)))  # complete root: manifest last
 
 
 @pytest.mark.slow
