@@ -9,17 +9,17 @@ any timing); run outputs go to a temporary directory that is deleted at the end.
 demo world is cached, by ``ensure_world``, under ``$PERSONA_DISTILL_HOME``.
 
 1. Throughput (matches/s) with the no-op ``RandomJudgeConfig`` (the engine's own ceiling:
-   planning, Ray Data passes, routing to the judge actors, Arrow staging, commits) and with the
+   planning, the block tasks, routing to the judge actors, Arrow staging, commits) and with the
    text oracle ``TextOracleConfig()`` (MiniLM on CPU), on the demo world's test personas x a
    seeded sample of its test catalog (``build_specs``; default ``--max-candidates 0``: all of it).
    The judge actors (``JudgeHostPool``) start once per run and serve every round; each round
-   is one Ray Data pass. Pass times come from timing the engine's ``_judge_round``.
+   is one fan-out of block tasks. Pass times come from timing the engine's ``_fan_out`` of ``play_block``.
    - end-to-end: all matches / wall time of ``run_tournaments``: judge start-up (MiniLM load),
      every round's pass, planning and commits; not Ray's start-up nor building the world.
    - steady state: (matches of round 0 - 1) / (round 0's pass - the pass of a 1-match run).
      The 1-match run (one persona, k candidates, same judge and pool; the faster of one run
      before and one after) pays the fixed cost round 0 also pays: starting the judge actor(s)
-     and one Ray Data pass. What is left is the marginal cost of a match once all is up; for
+     and one round pass. What is left is the marginal cost of a match once all is up; for
      the oracle it still includes encoding every title once (cached in the actor afterwards),
      so later rounds run faster per match (see the round passes printed under the table).
    - later pass: the smallest round's pass (the finals, one match per persona, warm judges):
@@ -73,20 +73,22 @@ def machine() -> dict:
 
 @contextmanager
 def timed_passes():
-    """Record (matches, seconds) of every round's Ray Data pass by wrapping the engine's ``_judge_round``."""
+    """Record (matches, seconds) of every round's fan-out of block tasks by wrapping the engine's ``_fan_out``."""
     passes: list[tuple[int, float]] = []
-    original = engine._judge_round
+    original = engine._fan_out
 
-    def timed(requests, *args, **kwargs):
+    def timed(fn, calls, *args, **kwargs):
         t = time.perf_counter()
-        original(requests, *args, **kwargs)
-        passes.append((len(requests), time.perf_counter() - t))
+        results = original(fn, calls, *args, **kwargs)
+        if fn is engine.play_block:
+            passes.append((sum(r["planned"] for r in results), time.perf_counter() - t))
+        return results
 
-    engine._judge_round = timed
+    engine._fan_out = timed
     try:
         yield passes
     finally:
-        engine._judge_round = original
+        engine._fan_out = original
 
 
 def play(specs, payload, cfg, judge, pool, out_dir: str):
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {r['judge']} round passes (matches: s): "
                   + ", ".join(f"{n}: {t:.1f}" for n, t in r["round_passes"]))
         print("   end-to-end = all matches / run wall time (judge start-up once, every round's pass, commits);\n"
-              "   1-match run = the pass of a run with a single match (judge start-up + one Ray Data pass);\n"
+              "   1-match run = the pass of a run with a single match (judge start-up + one round pass);\n"
               "   steady state = (round 0 matches - 1) / (round 0 pass - 1-match pass);\n"
               "   later pass = the smallest round's pass (warm judges): the fixed cost each further round adds.")
 

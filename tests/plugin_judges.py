@@ -66,3 +66,39 @@ class PriceJudge(_Wrapped):
 
     def judge(self, views: list[MatchView]) -> list[Judgement]:
         return self.inner.judge(views)
+
+
+def image_key(image: bytes) -> float:
+    """A stable number per image: ``ImageBytesJudge`` prefers the image with the largest key."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(image, digest_size=4).digest(), "little") / 2 ** 32
+
+
+class ImageBytesJudge(Judge):
+    """Reads every candidate's image bytes (as a VLM would) and prefers the largest ``image_key``,
+    so a test knows each knockout's true winner from the catalog alone. Fails a view whose
+    candidate arrived without its image."""
+
+    payload_columns = ("image",)
+
+    @property
+    def judge_id(self) -> str:
+        return "image-bytes"
+
+    @property
+    def prompt_version(self) -> str:
+        return "none"
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        import numpy as np
+
+        from distill.judges.base import softmax
+
+        out = []
+        for v in views:
+            if any(c.image is None for c in v.candidates):
+                out.append(Judgement.failed("no image bytes"))
+                continue
+            out.append(Judgement(scores=softmax(np.array([image_key(c.image) for c in v.candidates]), 0.001)))
+        return out

@@ -102,7 +102,7 @@ def test_resume_reuses_staged_matches_and_completes(ray_local, tmp_path) -> None
     round0 = full.matches.filter(pc.equal(full.matches["round"], 0))
     crashed = round0.slice(0, 10).set_column(round0.schema.get_field_index("attempt_id"), "attempt_id",
                                               pa.array(["crashed"] * 10))
-    store.stage(0, crashed, attempt_id="crashed")
+    store.stage(0, 0, crashed, attempt_id="crashed")
     res = run_tournaments(specs(table), table, cfg, judge, POOL, out, progress=False)
     assert res.summary.reused_from_earlier_attempts == 10
     assert res.summary.judged_this_attempt == full.matches.num_rows - 10
@@ -176,11 +176,9 @@ def test_output_with_other_settings_is_refused(ray_local, tmp_path) -> None:
     assert res.summary.k == 3
 
 
-def test_a_judge_asking_for_a_column_candidates_lack_is_refused_clearly(ray_local) -> None:
-    import ray
-
+def test_a_judge_asking_for_a_column_candidates_lack_is_refused_clearly() -> None:
     from distill.tournament.worker import JudgeWorker
 
     judge = PluginJudgeConfig(target="tests.plugin_judges:PriceJudge").model_dump(mode="json")
     with pytest.raises(ValueError, match=r"payload column\(s\) \['price'\]"):
-        JudgeWorker(judge, [ray.put(catalog(8))], "argmax", "attempt")
+        JudgeWorker(judge, "argmax", "attempt")

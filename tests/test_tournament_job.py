@@ -50,7 +50,7 @@ def test_demo_job_with_no_arguments(tmp_path) -> None:
     assert s["teacher_calls_per_tournament"] == pytest.approx((s["pairwise_calls_per_tournament"]) / 4, abs=1)
     assert report["mean_true_percentile"] >= 0.99
     assert pq.read_table(out / "tournaments.parquet").num_rows == 8
-    assert pq.read_table(out / "eliminations.parquet").num_rows == 8 * (s["pairwise_calls_per_tournament"] + 1)
+    assert pq.read_table(out / "eliminations").num_rows == 8 * (s["pairwise_calls_per_tournament"] + 1)
 
 
 @pytest.mark.slow
@@ -63,9 +63,9 @@ def test_killed_mid_round_then_rerun_judges_every_match_exactly_once(tmp_path) -
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     staging = out / "staging" / "round-0000"
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(staging.glob("*.parquet"))) < 2 and proc.poll() is None:
+    while time.time() < deadline and len(list(staging.rglob("*.parquet"))) < 2 and proc.poll() is None:
         time.sleep(0.5)
-    assert len(list(staging.glob("*.parquet"))) >= 2, "the job never staged a batch"
+    assert len(list(staging.rglob("*.parquet"))) >= 2, "the job never staged a batch"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
     proc.wait()
     state = json.loads((out / "state.json").read_text())
@@ -82,6 +82,45 @@ def test_killed_mid_round_then_rerun_judges_every_match_exactly_once(tmp_path) -
     assert summary["matches"] == 2 * 38  # ceil(149 / 4) per persona
     assert len(set(matches["attempt_id"].to_pylist())) == 2, "first attempt's judgements were kept"
     assert not (out / "staging").exists() or not any((out / "staging").rglob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_rerun_after_a_driver_killed_between_rounds_counts_what_earlier_attempts_judged(tmp_path) -> None:
+    """Killed after round 0 committed: the rerun judges only later rounds, and its summary credits
+    the killed attempt with every match it judged (committed rounds included), not just staged ones."""
+    out = tmp_path / "run"
+    args = [sys.executable, JOB, f"output={out}", *SMALL, "judge.kind=plugin",
+            "judge.target=tests.plugin_judges:SlowJudge", "judge.options={seconds_per_batch: 0.5}",
+            "pool.max_actors=1", f"pool.env_vars={{PYTHONPATH: {REPO}}}", "progress=false"]
+    proc = subprocess.Popen(args, cwd=REPO, env=job_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+
+    def committed() -> int:
+        try:
+            return json.loads((out / "state.json").read_text())["committed_rounds"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return 0
+
+    while time.time() < deadline and committed() < 1 and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "state.json").read_text())
+    assert state["committed_rounds"] >= 1 and not state["finished"], "kill the driver between rounds"
+    first = read_matches(out)
+    first_attempt = set(first["attempt_id"].to_pylist())
+    assert len(first_attempt) == 1 and first.num_rows >= 2 * 30  # round 0: 150 / 5 per persona
+
+    done = subprocess.run(args, cwd=REPO, env=job_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    matches = read_matches(out)
+    by_first = sum(a in first_attempt for a in matches["attempt_id"].to_pylist())
+    assert by_first >= first.num_rows
+    assert summary["reused_from_earlier_attempts"] == by_first
+    assert summary["judged_this_attempt"] == summary["matches"] - by_first > 0
+    assert f"reused from earlier attempts: {by_first}" in done.stdout
 
 
 @pytest.mark.slow

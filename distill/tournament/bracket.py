@@ -28,20 +28,27 @@ class RoundPlan:
     byes: tuple[str, ...]
 
 
-def plan_round(survivors: list[str], k: int, seed: int) -> RoundPlan:
-    """Shuffle ``survivors`` with ``seed`` and split them into matches and byes."""
+def plan_positions(n: int, k: int, seed: int) -> tuple[np.ndarray, int]:
+    """The rule below on positions: the shuffled order of ``range(n)`` and how many of its first
+    entries play (in matches of k, or one final match of all when ``n <= k``); the rest have byes.
+    The engine plans whole blocks of tournaments with this, without per-match Python objects."""
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k}")
-    n = len(survivors)
     if n <= 1:
-        return RoundPlan(matches=(), byes=tuple(survivors))
+        return np.arange(n), 0
     order = np.random.default_rng(seed).permutation(n)
+    return order, (n if n <= k else (n // k) * k)
+
+
+def plan_round(survivors: list[str], k: int, seed: int) -> RoundPlan:
+    """Shuffle ``survivors`` with ``seed`` and split them into matches and byes."""
+    order, played = plan_positions(len(survivors), k, seed)
     shuffled = [survivors[i] for i in order]
-    if n <= k:
-        return RoundPlan(matches=(tuple(shuffled),), byes=())
-    n_full = n // k
-    matches = tuple(tuple(shuffled[i * k:(i + 1) * k]) for i in range(n_full))
-    return RoundPlan(matches=matches, byes=tuple(shuffled[n_full * k:]))
+    if played == 0:
+        return RoundPlan(matches=(), byes=tuple(shuffled))
+    size = min(k, played)
+    matches = tuple(tuple(shuffled[i:i + size]) for i in range(0, played, size))
+    return RoundPlan(matches=matches, byes=tuple(shuffled[played:]))
 
 
 def round_seed(tournament_seed: int, round_index: int) -> int:

@@ -1,11 +1,12 @@
-"""The round engine: synchronous rounds, each one Ray Data pass over every open match.
+"""The round engine: synchronous rounds, each a fan-out of Ray tasks over blocks of tournaments.
 
-Per round: plan every tournament's matches from its survivors (deterministic from seeds),
-drop the matches already judged (staged by an earlier, interrupted attempt), fan the rest out
-to an autoscaling pool of judge actors, stage each returned batch as it arrives, then commit
-the round atomically and move the winners and byes on. Synchronous rounds keep the state
-small (survivor lists), make a crash cost at most the unstaged part of one round, and let one
-pass batch matches from *all* personas so a GPU pool stays full.
+Per round, one task per block (``blocks.py``) reads the block's survivors from Parquet, plans
+its matches (deterministic from seeds), drops the matches already judged (staged by an earlier,
+interrupted attempt), sends the rest with their candidates' payload to the job's pool of judge
+actors, stages each answer as it arrives, and writes the block's matches and next survivors.
+When every block is done the driver commits the round (``state.json``). The driver holds only
+counts: the state of a run (personas x candidates) stays in storage, and the catalog stays in
+its Parquet parts (``payload.py``), never in the object store.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import json
 import math
 import time
 import uuid
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -27,10 +28,12 @@ from tqdm.auto import tqdm
 
 from distill import storage
 from distill.schemas import ELIMINATION_SCHEMA, TOURNAMENT_SCHEMA
-from distill.seeding import seed_for
-from distill.tournament import bracket
-from distill.tournament.store import RoundStore, SURVIVOR_SCHEMA
-from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig, route_batch
+from distill.tournament.blocks import RoundArgs, finish_block, play_block
+from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig
+from distill.tournament.payload import CatalogSource, stage_payload
+from distill.tournament.store import BLOCK_SCHEMA, RoundStore, RunState
+
+BLOCK_CANDIDATES = 1 << 18  # candidate entries per block of tournaments: ~64 personas x 4,096
 
 
 class TournamentConfig(BaseModel):
@@ -75,209 +78,208 @@ class RunSummary(BaseModel):
 
 @dataclass
 class RunResult:
+    """A finished run. ``tournaments`` has one row per tournament; ``matches`` and
+    ``eliminations`` (personas x candidates) are read from the run's files on first use."""
+
     summary: RunSummary
     tournaments: pa.Table
-    eliminations: pa.Table
-    matches: pa.Table
+    store: RoundStore = field(repr=False)
+    state: RunState = field(repr=False)
+
+    @cached_property
+    def matches(self) -> pa.Table:
+        return self.store.matches(self.state)
+
+    @cached_property
+    def eliminations(self) -> pa.Table:
+        return storage.read_table(self.store.eliminations_dir(), schema=ELIMINATION_SCHEMA)
+
+
+
+
+def _digests(specs: list[TournamentSpec]) -> dict[int, tuple[tuple[str, ...], str]]:
+    """A digest per distinct candidate tuple (specs of a job share one tuple: hashed once)."""
+    out: dict[int, tuple[tuple[str, ...], str]] = {}
+    for s in specs:
+        if id(s.candidate_ids) not in out:
+            digest = hashlib.blake2b("\x1f".join(s.candidate_ids).encode(), digest_size=16).hexdigest()
+            out[id(s.candidate_ids)] = (s.candidate_ids, digest)
+    return out
 
 
 def _fingerprint(specs: list[TournamentSpec], cfg: TournamentConfig, judge_config: dict) -> tuple[str, dict]:
+    digests = _digests(specs)
     h = hashlib.blake2b(digest_size=16)
     for s in specs:
-        h.update(json.dumps([s.tournament_id, s.persona_id, s.persona_text, list(s.candidate_ids)]).encode())
+        h.update(json.dumps([s.tournament_id, s.persona_id, s.persona_text, len(s.candidate_ids),
+                             digests[id(s.candidate_ids)][1]]).encode())
     settings = {**cfg.model_dump(), "judge": judge_config, "inputs": h.hexdigest(),
                 "tournaments": len(specs)}
     return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest(), settings
 
 
-def _match_key(fingerprint: str, tid: str, r: int, i: int, candidates: tuple[str, ...]) -> str:
-    return hashlib.blake2b(json.dumps([fingerprint, tid, r, i, list(candidates)]).encode(),
-                           digest_size=16).hexdigest()
-
-
-def plan_requests(specs: dict[str, TournamentSpec], survivors: dict[str, list[str]], r: int,
-                  cfg: TournamentConfig, fingerprint: str) -> tuple[list[dict], dict[str, tuple[str, ...]]]:
-    """Match requests of round ``r`` for every open tournament, and each tournament's byes."""
-    requests: list[dict] = []
-    byes: dict[str, tuple[str, ...]] = {}
-    for tid, alive in survivors.items():
-        if len(alive) <= 1:
-            continue
-        t_seed = seed_for(cfg.seed, tid)
-        plan = bracket.plan_round(alive, cfg.k, bracket.round_seed(t_seed, r))
-        byes[tid] = plan.byes
-        for i, cands in enumerate(plan.matches):
-            key = _match_key(fingerprint, tid, r, i, cands)
-            requests.append(dict(
-                match_key=key, tournament_id=tid, persona_id=specs[tid].persona_id,
-                persona_text=specs[tid].persona_text, round=r, match_index=i, candidate_ids=list(cands),
-                view_orders=bracket.view_orders(len(cands), cfg.n_views, seed_for(key, "views")),
-            ))
-    return requests, byes
-
-
-def _judge_round(requests: list[dict], hosts: JudgeHostPool, pool: JudgePoolConfig, store: RoundStore, r: int,
-                 attempt_id: str, bar: tqdm) -> None:
-    """One Ray Data pass over the round's open matches, judged by the job's host pool."""
-    import ray.data
-
-    # One block per batch, so batches flow to the hosts in parallel as the pass streams.
-    # from_items builds the blocks in the driver: from_arrow would run a metadata task per block
-    # that needs a CPU, and the judge actors may hold every CPU of a small machine (deadlock).
-    n_blocks = math.ceil(len(requests) / max(1, pool.batch_size))
-    handles = hosts.for_round(n_blocks)
-    ds = ray.data.from_items(requests, override_num_blocks=n_blocks).map_batches(
-        route_batch, fn_kwargs={"hosts": handles}, batch_size=None, batch_format="pyarrow",
-        num_cpus=0, concurrency=2 * len(handles))
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        store.stage(r, batch, attempt_id)
-        bar.update(batch.num_rows)
-
-
-def _commit(store: RoundStore, state: Any, r: int, requests: list[dict], byes: dict[str, tuple[str, ...]],
-            survivors: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Check round ``r`` is complete, commit it, and return who goes on (winners, then byes kept)."""
-    matches = store.staged(r)
-    wanted = {q["match_key"] for q in requests}
-    got = set(matches["match_key"].to_pylist())
-    if got != wanted:
-        raise RuntimeError(f"round {r}: {len(wanted - got)} match(es) were not judged")
-    order = {q["match_key"]: n for n, q in enumerate(requests)}
-    matches = matches.take(np.argsort([order[k] for k in matches["match_key"].to_pylist()]))
-    nxt: dict[str, list[str]] = {tid: list(b) for tid, b in byes.items()}
-    for tid, w in zip(matches["tournament_id"].to_pylist(), matches["winner_id"].to_pylist()):
-        nxt[tid].append(w)
-    for tid, alive in survivors.items():
-        nxt.setdefault(tid, alive)  # already decided
-    rows = [(tid, item) for tid, items in nxt.items() for item in items]
-    store.commit_round(state, r, matches, pa.table(
-        {"tournament_id": [t for t, _ in rows], "item_id": [i for _, i in rows]}, schema=SURVIVOR_SCHEMA))
-    return nxt
-
-
-def run_tournaments(specs: list[TournamentSpec], payload: pa.Table, cfg: TournamentConfig,
-                    judge_config: BaseModel, pool: JudgePoolConfig, output: str,
-                    overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Play every tournament to the end, resuming whatever ``output`` already holds.
-
-    ``payload`` is the candidates' catalog rows (``item_id`` plus the columns the judge
-    reads); it is put in the object store once and shared by all judge actors.
-    """
-    t0 = time.time()
+def _check_specs(specs: list[TournamentSpec], payload: pa.Table | CatalogSource) -> pa.Array:
+    """Refuse malformed specs up front; return the distinct candidate ids of the run."""
     if len({s.tournament_id for s in specs}) != len(specs):
         raise ValueError("tournament ids must be unique")
-    known = set(payload["item_id"].to_pylist())
+    distinct = _digests(specs)
+    bad = {key for key, (ids, _) in distinct.items() if len(set(ids)) != len(ids)}
     for s in specs:
-        missing = [c for c in s.candidate_ids if c not in known]
-        if missing:
-            raise ValueError(f"tournament {s.tournament_id}: {len(missing)} candidate(s) not in the catalog, e.g. {missing[0]!r}")
-        if len(set(s.candidate_ids)) != len(s.candidate_ids):
-            raise ValueError(f"tournament {s.tournament_id}: duplicate candidate ids")
         if not s.candidate_ids:
             raise ValueError(f"tournament {s.tournament_id}: no candidates")
+        if id(s.candidate_ids) in bad:
+            raise ValueError(f"tournament {s.tournament_id}: duplicate candidate ids")
+    universe = pa.array(sorted(set().union(*(ids for ids, _ in distinct.values()))), pa.string())
+    if isinstance(payload, pa.Table):
+        missing = universe.filter(pc.invert(pc.is_in(universe, value_set=payload["item_id"])))
+        if len(missing):
+            first = next(s for s in specs if missing[0].as_py() in s.candidate_ids)
+            raise ValueError(f"tournament {first.tournament_id}: {len(missing)} candidate(s) not in the catalog, "
+                             f"e.g. {missing[0].as_py()!r}")
+    return universe
+
+
+def _write_inputs(store: RoundStore, specs: list[TournamentSpec], block_candidates: int) -> int:
+    """Write the tournaments as blocks of about ``block_candidates`` candidate entries; returns the count."""
+    arrays: dict[int, pa.Array] = {}
+    blocks: list[list[TournamentSpec]] = [[]]
+    size = 0
+    for s in specs:
+        if blocks[-1] and size + len(s.candidate_ids) > block_candidates:
+            blocks.append([])
+            size = 0
+        blocks[-1].append(s)
+        size += len(s.candidate_ids)
+    for b, block in enumerate(blocks):
+        values = []
+        for s in block:
+            if id(s.candidate_ids) not in arrays:
+                arrays[id(s.candidate_ids)] = pa.array(s.candidate_ids, pa.string())
+            values.append(arrays[id(s.candidate_ids)])
+        offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)
+        store.write_input(b, pa.table({
+            "tournament_id": [s.tournament_id for s in block], "persona_id": [s.persona_id for s in block],
+            "persona_text": [s.persona_text for s in block],
+            "alive": pa.ListArray.from_arrays(pa.array(offsets), pa.concat_arrays(values)),
+        }, schema=BLOCK_SCHEMA))
+        if len(arrays) > 64:  # many small distinct tuples (one match per tournament): keep the cache small
+            arrays.clear()
+    return len(blocks)
+
+
+def _fan_out(fn: Callable, calls: list[tuple], max_in_flight: int, on_result: Callable[[Any], None]) -> list[Any]:
+    """Run ``fn`` as Ray tasks over ``calls``, at most ``max_in_flight`` at once (num_cpus=0: the
+    judge actors may hold every CPU of a small machine, and these tasks mostly wait on them)."""
+    import ray
+
+    task = ray.remote(num_cpus=0)(fn)
+    results: list[Any] = []
+    pending: list[Any] = []
+    queue = list(calls)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            pending.append(task.remote(*queue.pop(0)))
+        done, pending = ray.wait(pending, num_returns=1)
+        result = ray.get(done[0])
+        on_result(result)
+        results.append(result)
+    return results
+
+
+def run_tournaments(specs: list[TournamentSpec], payload: pa.Table | CatalogSource, cfg: TournamentConfig,
+                    judge_config: BaseModel, pool: JudgePoolConfig, output: str,
+                    overwrite: bool = False, progress: bool = True,
+                    block_candidates: int = BLOCK_CANDIDATES) -> RunResult:
+    """Play every tournament to the end, resuming whatever ``output`` already holds.
+
+    ``payload`` is where the candidates' catalog rows are: a ``CatalogSource`` (Parquet parts,
+    read by Ray tasks, only the columns the judge declares) or, for small in-memory catalogs, a
+    table (``item_id`` plus those columns). Specs that share one ``candidate_ids`` tuple (a job's
+    personas against one candidate sample) cost the driver that tuple once.
+    """
+    t0 = time.time()
+    universe = _check_specs(specs, payload)
     judge_dump = judge_config.model_dump(mode="json")
     fingerprint, settings = _fingerprint(specs, cfg, judge_dump)
     store = RoundStore(output)
     state = store.open(fingerprint, settings, overwrite=overwrite)
-    by_id = {s.tournament_id: s for s in specs}
-
-    survivors: dict[str, list[str]] = {s.tournament_id: list(s.candidate_ids) for s in specs}
-    if state.committed_rounds:
-        last = store.survivors(state.committed_rounds - 1).to_pylist()
-        survivors = defaultdict(list)
-        for row in last:
-            survivors[row["tournament_id"]].append(row["item_id"])
-        survivors = {tid: survivors.get(tid, []) for tid in by_id}
-
-    attempt_id = uuid.uuid4().hex[:12]
-    judged_now = reused = 0
-    hosts: JudgeHostPool | None = None
-    r = state.committed_rounds
-    try:
-        while not state.finished:
-            requests, byes = plan_requests(by_id, survivors, r, cfg, fingerprint)
-            if not requests:
-                break
-            done = store.staged_keys(r)
-            todo = [q for q in requests if q["match_key"] not in done]
-            reused += len(requests) - len(todo)
-            with tqdm(total=len(requests), initial=len(requests) - len(todo), disable=not progress,
-                      desc=f"round {r} ({len(requests)} matches)", unit="match") as bar:
-                if todo:
-                    if hosts is None:  # first real work: start Ray and the judges, once per job
-                        import ray
-
-                        from distill.ray_utils import init_ray
-
-                        init_ray()
-                        hosts = JudgeHostPool(pool, judge_dump, ray.put(payload), cfg.winner_rule, attempt_id)
-                    _judge_round(todo, hosts, pool, store, r, attempt_id, bar)
-                    judged_now += len(todo)
-            survivors = _commit(store, state, r, requests, byes, survivors)
-            r += 1
-    finally:
-        if hosts is not None:
-            hosts.shutdown()
-
-    all_matches = store.matches(state)
-    tournaments, eliminations = _results(specs, all_matches, cfg)
-    summary = _summary(output, specs, cfg, all_matches, state.committed_rounds, judged_now, reused,
-                       time.time() - t0)
-    if not state.finished:
-        storage.write_table_atomic(tournaments, store.path("tournaments.parquet"), TOURNAMENT_SCHEMA)
-        storage.write_table_atomic(eliminations, store.path("eliminations.parquet"), ELIMINATION_SCHEMA)
-        storage.write_json_atomic(summary.model_dump(), store.path("summary.json"))
-        state.finished = True
+    if state.finished:
+        summary = RunSummary.model_validate(storage.read_json(store.path("summary.json")))
+        summary = summary.model_copy(update=dict(judged_this_attempt=0, reused_from_earlier_attempts=summary.matches,
+                                                 seconds=round(time.time() - t0, 2)))
+        tournaments = storage.read_table(store.path("tournaments.parquet"), schema=TOURNAMENT_SCHEMA)
+        return RunResult(summary=summary, tournaments=tournaments, store=store, state=state)
+    if not state.n_blocks:
+        state.n_blocks = _write_inputs(store, specs, block_candidates)
+        state.open_tournaments = sum(len(s.candidate_ids) > 1 for s in specs)
+        state.entering = sum(len(s.candidate_ids) for s in specs if len(s.candidate_ids) > 1)
         store.save_state(state)
-    return RunResult(summary=summary, tournaments=tournaments, eliminations=eliminations, matches=all_matches)
+
+    from distill.ray_utils import init_ray
+
+    init_ray()
+    attempt_id = uuid.uuid4().hex[:12]
+    args = RoundArgs(root=output, fingerprint=fingerprint, k=cfg.k, n_views=cfg.n_views, seed=cfg.seed,
+                     batch_size=pool.batch_size, attempt_id=attempt_id)
+    blocks = range(state.n_blocks)
+    if state.open_tournaments:
+        with JudgeHostPool(pool, judge_dump, cfg.winner_rule, attempt_id) as hosts:
+            columns = hosts.payload_columns()
+            if columns:
+                stage_payload(output, payload, columns, universe)
+            args = RoundArgs(**{**args.__dict__, "payload_columns": tuple(columns)})
+            r = state.committed_rounds
+            while state.open_tournaments:
+                est = math.ceil((state.entering or 0) / cfg.k)
+                handles = hosts.for_round(math.ceil(est / pool.batch_size))
+                with tqdm(total=est, disable=not progress, desc=f"round {r} (~{est} matches)", unit="match") as bar:
+                    results = _fan_out(play_block, [(args, r, b, handles) for b in blocks],
+                                       max_in_flight=len(handles) + 1, on_result=lambda x: bar.update(x["planned"]))
+                store.commit_round(state, r, open_tournaments=sum(x["open"] for x in results),
+                                   entering=sum(x["entering"] for x in results))
+                r += 1
+    finished = _fan_out(finish_block, [(args, b, state.committed_rounds) for b in blocks],
+                        max_in_flight=2, on_result=lambda x: None)
+    tournaments = pa.concat_tables([t for t, _ in finished])
+    stats = {key: sum(s[key] for _, s in finished) for key in finished[0][1]}
+    label_mass = None
+    if stats["views_with_mass"]:  # only judges that report it (a VLM): summarised in a task, not here
+        import ray
+
+        label_mass = ray.get(ray.remote(num_cpus=0)(_label_mass).remote(store, state))
+    summary = _summary(output, specs, cfg, stats, state.committed_rounds, time.time() - t0, label_mass)
+    storage.write_table_atomic(tournaments, store.path("tournaments.parquet"), TOURNAMENT_SCHEMA)
+    storage.write_json_atomic(summary.model_dump(), store.path("summary.json"))
+    state.finished = True
+    store.save_state(state)
+    return RunResult(summary=summary, tournaments=tournaments, store=store, state=state)
 
 
-def _results(specs: list[TournamentSpec], matches: pa.Table, cfg: TournamentConfig) -> tuple[pa.Table, pa.Table]:
-    by_t: dict[str, list[dict]] = defaultdict(list)
-    for m in matches.select(["tournament_id", "round", "candidate_ids", "winner_id", "teacher_calls"]).to_pylist():
-        by_t[m["tournament_id"]].append(m)
-    t_rows, e_rows = [], []
-    for s in specs:
-        ms = by_t.get(s.tournament_id, [])
-        eliminated = {}
-        for m in ms:
-            for c in m["candidate_ids"]:
-                if c != m["winner_id"]:
-                    eliminated[c] = m["round"]
-        winners = [c for c in s.candidate_ids if c not in eliminated]
-        if len(winners) != 1:
-            raise RuntimeError(f"tournament {s.tournament_id} has {len(winners)} undefeated candidates")
-        t_rows.append(dict(
-            tournament_id=s.tournament_id, persona_id=s.persona_id, n_candidates=len(s.candidate_ids),
-            k=cfg.k, n_rounds=1 + max((m["round"] for m in ms), default=-1), n_matches=len(ms),
-            teacher_calls=sum(m["teacher_calls"] for m in ms), winner_id=winners[0],
-            seed=seed_for(cfg.seed, s.tournament_id)))
-        e_rows += [dict(tournament_id=s.tournament_id, item_id=c, eliminated_in_round=eliminated.get(c))
-                   for c in s.candidate_ids]
-    return (pa.Table.from_pylist(t_rows, schema=TOURNAMENT_SCHEMA),
-            pa.Table.from_pylist(e_rows, schema=ELIMINATION_SCHEMA))
-
-
-def _summary(output: str, specs: list[TournamentSpec], cfg: TournamentConfig, matches: pa.Table, rounds: int,
-             judged_now: int, reused: int, seconds: float) -> RunSummary:
-    calls = int(pc.sum(matches["teacher_calls"]).as_py() or 0)
-    changed = None
-    if cfg.n_views > 1:
-        flips = total = 0
-        for scores, views in zip(matches["scores"].to_pylist(), matches["view_scores"].to_pylist()):
-            if scores is None or not views or views[0] is None:
-                continue
-            total += 1
-            flips += int(np.argmax(views[0]) != np.argmax(scores))
-        changed = flips / total if total else 0.0
-    n = max(1, len(specs))
+def _label_mass(store: RoundStore, state: RunState) -> dict:
+    """The run's label-mass summary (``distill.label_quality``), from the columns it needs."""
     from distill.label_quality import mass_summary
 
-    mass = mass_summary(matches)
-    return RunSummary(label_mass=mass.model_dump() if mass.views_with_mass else None,
+    cols = ["view_orders", "view_scores", "view_label_mass"]
+    tables = [storage.read_table(store.round_path(r, b), columns=cols)
+              for r in range(state.committed_rounds) for b in range(state.n_blocks)]
+    return mass_summary(pa.concat_tables(tables)).model_dump()
+
+
+def _summary(output: str, specs: list[TournamentSpec], cfg: TournamentConfig, stats: dict, rounds: int,
+             seconds: float, label_mass: dict | None = None) -> RunSummary:
+    """Counts from the committed matches. Judged now / reused are read from each match's
+    ``attempt_id``, so a rerun after a killed driver credits the earlier attempts with every
+    match they judged, committed or only staged."""
+    n = max(1, len(specs))
+    changed = None
+    if cfg.n_views > 1:
+        changed = stats["flips"] / stats["multi_view"] if stats["multi_view"] else 0.0
+    return RunSummary(
+        label_mass=label_mass,
         output=output, tournaments=len(specs), k=cfg.k, n_views=cfg.n_views, rounds=rounds,
-        matches=matches.num_rows, teacher_calls=calls, teacher_calls_per_tournament=calls / n,
+        matches=stats["matches"], teacher_calls=stats["teacher_calls"],
+        teacher_calls_per_tournament=stats["teacher_calls"] / n,
         pairwise_calls_per_tournament=sum(len(s.candidate_ids) - 1 for s in specs) / n,
-        failed_matches=int(matches["error"].is_valid().to_numpy(zero_copy_only=False).sum()) if matches.num_rows else 0,
-        winner_changed_by_debiasing=changed, judged_this_attempt=judged_now,
-        reused_from_earlier_attempts=reused, seconds=round(seconds, 2))
+        failed_matches=stats["failed"], winner_changed_by_debiasing=changed,
+        judged_this_attempt=stats["this_attempt"], reused_from_earlier_attempts=stats["matches"] - stats["this_attempt"],
+        seconds=round(seconds, 2))

@@ -1,9 +1,10 @@
-"""The judge pool: long-lived actors that host the teacher for a whole job, fed by Ray Data.
+"""The judge pool: long-lived actors that host the teacher for a whole job, fed by block tasks.
 
-Rounds are synchronous, so each round is its own Ray Data pass. If the judges were Ray Data's
-own map actors, every pass would start a new pool and reload the teacher: for a VLM that is
-an engine start per round (minutes on GPU). Instead the judges live in ``JudgeHostPool`` for
-the job; each round's Ray Data pass fans batches out to them through a light routing task.
+Rounds are synchronous, so each round is its own fan-out of Ray tasks (one per block of
+tournaments). If the judges were a per-pass pool (e.g. Ray Data's map actors), every round
+would start a new pool and reload the teacher: for a VLM that is an engine start per round
+(minutes on GPU). Instead the judges live in ``JudgeHostPool`` for the job; each round's
+block tasks (``blocks.py``) send them batches with their candidates' payload.
 The pool grows with the work (up to ``max_actors``) and is torn down when the job ends.
 
 Fault tolerance is Ray's: hosts restart on death (``max_restarts=-1``) and a call lost with a
@@ -54,20 +55,18 @@ class JudgePoolConfig(BaseModel):
         return options
 
 
-def route_batch(batch: pa.Table, hosts: list[Any]) -> pa.Table:
-    """Ray Data map task: hand one batch to a judge host (spread by a hash of its first match)."""
+def route_batch(batch: pa.Table, hosts: list[Any], candidates: pa.Table | None = None) -> pa.Table:
+    """Hand one batch to a judge host (spread by a hash of its first match)."""
     host = hosts[seed_for(batch["match_key"][0].as_py()) % len(hosts)]
-    return ray.get(host.judge_batch.remote(batch))
+    return ray.get(host.judge_batch.remote(batch, candidates))
 
 
 class JudgeHostPool:
     """Judge actors for one job; ``with`` guarantees they are released."""
 
-    def __init__(self, cfg: JudgePoolConfig, judge_config: dict, payload_ref: Any, winner_rule: str,
-                 attempt_id: str):
+    def __init__(self, cfg: JudgePoolConfig, judge_config: dict, winner_rule: str, attempt_id: str):
         self.cfg = cfg
-        self._args = dict(judge_config=judge_config, payload=[payload_ref], winner_rule=winner_rule,
-                          attempt_id=attempt_id)
+        self._args = dict(judge_config=judge_config, winner_rule=winner_rule, attempt_id=attempt_id)
         self._cls = ray.remote(JudgeWorker).options(**cfg.actor_options())
         self.hosts: list[Any] = []  # ready to judge
         self._pending: dict[Any, Any] = {}  # ready() ref -> host still starting
@@ -98,6 +97,10 @@ class JudgeHostPool:
                 ray.get(ref)  # surfaces a judge that failed to build, with its error
                 self.hosts.append(self._pending.pop(ref))
         return self.hosts[:max(1, min(len(self.hosts), n_batches))]
+
+    def payload_columns(self) -> list[str]:
+        """The catalog columns the judge reads, asked of the first host that is up."""
+        return ray.get(self.for_round(1)[0].payload_columns.remote())
 
     def shutdown(self) -> None:
         for host in self.hosts + list(self._pending.values()):

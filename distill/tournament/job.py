@@ -15,14 +15,15 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
-from distill.errors import DataError
+from distill.errors import DataError, MissingInputError
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.metrics import percentile_rank
 from distill.schemas import Split
-from distill.seeding import rng_for, sample_rows
+from distill.seeding import rng_for, sample_rows, seed_for
 from distill.tournament.engine import (JudgePoolConfig, RunResult, TournamentConfig, TournamentSpec,
                                        run_tournaments)
 from distill.runs import dataset_name, run_folder
+from distill.tournament.payload import CatalogSource, read_items, sample_ids
 from distill.world import WorldConfig
 
 
@@ -77,8 +78,7 @@ def _resolve_root(cfg: DataConfig, progress: bool) -> tuple[str, bool]:
                                  personas=(cfg.persona_split,), setting="data.root")
 
 
-def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], pa.Table]:
-    """Tournament specs plus the candidate catalog rows (item_id, title, image)."""
+def _personas(root: str, cfg: DataConfig, seed: int) -> pa.Table:
     personas = datasets.read_personas(root, split=cfg.persona_split)
     if cfg.persona_ids:
         wanted = set(cfg.persona_ids)
@@ -90,26 +90,49 @@ def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentS
         personas = sample_rows(personas, cfg.max_personas, rng_for(seed, "personas"))
     if personas.num_rows == 0:
         raise DataError(f"no personas in split {cfg.persona_split!r} of {root!r}")
-    catalog = datasets.read_catalog(root, split=cfg.catalog_split, columns=["item_id", "title", "image"])
-    catalog = sample_rows(catalog, cfg.max_candidates, rng_for(seed, "candidates"))
-    if catalog.num_rows == 0:
+    return personas
+
+
+def job_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], CatalogSource]:
+    """Tournament specs (every persona against one seeded candidate sample) and where the catalog is.
+
+    Only the ``item_id`` column of the catalog split is read, by one Ray task per part; the
+    judge's columns are read later, for the sampled candidates only (``payload.py``). All specs
+    share one candidate tuple, so the driver holds personas + candidates, not their product.
+    """
+    from distill.ray_utils import init_ray
+
+    personas = _personas(root, cfg, seed)
+    init_ray()
+    source = CatalogSource(datasets.catalog_dir(root), split=cfg.catalog_split)
+    if not storage.exists(source.uri):
+        raise MissingInputError(f"no catalog under {root!r} (expected {source.uri!r})")
+    ids = tuple(sample_ids(source, cfg.max_candidates, seed_for(seed, "candidates")))
+    if not ids:
         raise DataError(f"no catalog items in split {cfg.catalog_split!r} of {root!r}")
-    ids = tuple(catalog["item_id"].to_pylist())
     specs = [TournamentSpec(tournament_id=pid, persona_id=pid, persona_text=text, candidate_ids=ids)
              for pid, text in zip(personas["persona_id"].to_pylist(), personas["text"].to_pylist())]
-    return specs, catalog
+    return specs, source
 
 
-def report(result: RunResult, specs: list[TournamentSpec], catalog: pa.Table, demo: bool) -> JobReport:
+def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], pa.Table]:
+    """``job_specs`` plus the candidates' rows (item_id, title, image) in memory, for callers that
+    embed the candidates themselves (evaluation sets of a few thousand items)."""
+    specs, source = job_specs(root, cfg, seed)
+    return specs, read_items(source, list(specs[0].candidate_ids), ["title", "image"])
+
+
+def report(result: RunResult, specs: list[TournamentSpec], catalog: pa.Table | CatalogSource, demo: bool) -> JobReport:
     """Winners with their titles, and on the demo world their true percentile under the hidden utility."""
-    titles = dict(zip(catalog["item_id"].to_pylist(), catalog["title"].to_pylist()))
     by_id = {s.tournament_id: s for s in specs}
     rows = result.tournaments.to_pylist()
+    ids = list(specs[0].candidate_ids) if demo else [r["winner_id"] for r in rows]
+    items = read_items(catalog, ids, ["title"])
+    titles = dict(zip(items["item_id"].to_pylist(), items["title"].to_pylist()))
     truth = None
     if demo:
         from distill.world.truth import utility
 
-        ids = list(specs[0].candidate_ids)
         truth = utility([by_id[r["tournament_id"]].persona_text for r in rows], [titles[i] for i in ids])
         position = {item: j for j, item in enumerate(ids)}
     winners = []
@@ -124,7 +147,7 @@ def report(result: RunResult, specs: list[TournamentSpec], catalog: pa.Table, de
 
 def run_job(cfg: TournamentJobConfig) -> JobReport:
     root, demo = _resolve_root(cfg.data, cfg.progress)
-    specs, catalog = build_specs(root, cfg.data, cfg.tournament.seed)
+    specs, catalog = job_specs(root, cfg.data, cfg.tournament.seed)
     result = run_tournaments(specs, catalog, cfg.tournament, cfg.judge, cfg.pool, cfg.output_uri(),
                              overwrite=cfg.overwrite, progress=cfg.progress)
     rep = report(result, specs, catalog, demo)

@@ -1,4 +1,4 @@
-"""The Ray Data actor that judges a batch of matches: one per GPU (or CPU slot) in the pool.
+"""The actor that judges a batch of matches: one per GPU (or CPU slot) in the pool.
 
 Kept free of torch and of the driver-side engine so it also imports inside the separate
 vLLM virtualenv that judge actors run in on CPU machines (``py_executable``). It returns
@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import ray
 from pydantic import TypeAdapter
 
 from distill.judges.base import CANDIDATE_FIELDS, Candidate, Judgement, MatchView
@@ -51,45 +50,57 @@ def aggregate_views(match_key: str, k: int, orders: list[list[int]], judgements:
     return scores.astype(np.float32), winner, None
 
 
-class JudgeWorker:
-    """Builds the judge once, then judges batches: a long-lived pool actor (``hosts.py``), or a
-    callable class for ``Dataset.map_batches``."""
+# What a block task sends a judge actor per match (``blocks.plan_block`` builds it).
+REQUEST_SCHEMA = pa.schema([
+    pa.field("match_key", pa.string(), nullable=False),
+    pa.field("tournament_id", pa.string(), nullable=False),
+    pa.field("persona_id", pa.string(), nullable=False),
+    pa.field("persona_text", pa.string(), nullable=False),
+    pa.field("round", pa.int32(), nullable=False),
+    pa.field("match_index", pa.int32(), nullable=False),
+    pa.field("candidate_ids", pa.list_(pa.string()), nullable=False),
+    pa.field("view_orders", pa.list_(pa.list_(pa.int16())), nullable=False),
+])
 
-    def __init__(self, judge_config: dict[str, Any], payload: list[ray.ObjectRef], winner_rule: str,
-                 attempt_id: str):
+
+class JudgeWorker:
+    """Builds the judge once, then judges batches: a long-lived pool actor (``hosts.py``).
+
+    It holds no catalog: each batch arrives with the payload of its own candidates only
+    (``candidates``: ``item_id`` plus the judge's ``payload_columns``), read by the block task
+    from the run's payload (``payload.py``)."""
+
+    def __init__(self, judge_config: dict[str, Any], winner_rule: str, attempt_id: str):
         self.judge = TypeAdapter(JudgeConfig).validate_python(judge_config).build()
-        # The payload (item_id + the columns this judge reads) sits once in the object store;
-        # a list wrapper keeps Ray from resolving the ref before the actor asks for it.
-        table: pa.Table = ray.get(payload[0])
-        self.index = {item: i for i, item in enumerate(table["item_id"].to_pylist())}
         unknown = set(self.judge.payload_columns) - CANDIDATE_FIELDS
         if unknown:
             raise ValueError(f"judge {type(self.judge).__name__} asks for payload column(s) {sorted(unknown)}; "
                              f"a Candidate carries only {sorted(CANDIDATE_FIELDS)}")
-        self.columns = {c: table[c] for c in self.judge.payload_columns}
         self.winner_rule = winner_rule
         self.attempt_id = attempt_id
 
-    def _candidates(self, item_ids: list[str]) -> dict[str, Candidate]:
-        """The batch's distinct candidates, gathered with one ``take`` per payload column
-        (image bytes are copied out once per item, not looked up cell by cell)."""
-        unique = list(dict.fromkeys(item_ids))
-        rows = pa.array([self.index[i] for i in unique], type=pa.int64())
-        fields = {c: col.take(rows).to_pylist() for c, col in self.columns.items()}
-        return {item: Candidate(item_id=item, **{c: values[n] for c, values in fields.items()})
-                for n, item in enumerate(unique)}
+    def payload_columns(self) -> list[str]:
+        """The catalog columns this judge reads: what the engine stages and ships with batches."""
+        return list(self.judge.payload_columns)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.judge_batch(batch)
+    @staticmethod
+    def _candidates(item_ids: list[str], candidates: pa.Table | None) -> dict[str, Candidate]:
+        """The batch's distinct candidates, built once each from the batch's payload table."""
+        if candidates is None or candidates.num_rows == 0:
+            return {item: Candidate(item_id=item) for item in dict.fromkeys(item_ids)}
+        cols = [c for c in candidates.column_names if c != "item_id"]
+        values = {c: candidates[c].to_pylist() for c in cols}
+        return {item: Candidate(item_id=item, **{c: values[c][n] for c in cols})
+                for n, item in enumerate(candidates["item_id"].to_pylist())}
 
     def ready(self) -> str:
         """Answers once the judge is built: the pool routes only to hosts that answered."""
         return self.judge.judge_id
 
-    def judge_batch(self, batch: pa.Table) -> pa.Table:
+    def judge_batch(self, batch: pa.Table, candidates: pa.Table | None = None) -> pa.Table:
         """Judge every view of every match in ``batch``; one MATCH_SCHEMA row per match."""
         rows = batch.to_pylist()
-        pool = self._candidates([c for row in rows for c in row["candidate_ids"]])
+        pool = self._candidates([c for row in rows for c in row["candidate_ids"]], candidates)
         views: list[MatchView] = []
         for row in rows:
             cands = [pool[c] for c in row["candidate_ids"]]
