@@ -11,8 +11,8 @@ multimodal processor caches by image content, so reused images would measure tha
 every engine is warmed up on other images before it is timed. Each figure is the best of
 ``--repeats`` timed runs on fresh images (on a shared machine the least disturbed one). It prints:
 
-1. matches/s of the Ray Data path (a round's pass exactly as the engine runs it: the job-long
-   ``JudgeHostPool`` fed batches of ``--batch-size`` matches by ``route_batch`` map tasks; the
+1. matches/s of the engine's path (a round's pass as the engine runs it: the job-long
+   ``JudgeHostPool`` sent batches of ``--batch-size`` matches with their candidates' payload; the
    first pass includes the host's engine start, which a job pays once, the second is warm)
    against a naive loop that sends one request per match to the same engine config;
 2. matches/s with and without prefix caching (batched, per k), and the cached prompt tokens;
@@ -202,13 +202,13 @@ def bench_engine(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gener
 
 
 def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Generator, k: int) -> dict:
-    """Two Ray Data passes, as two rounds of a tournament run them: the job-long judge host pool
-    (``JudgeHostPool``, one host here) fed by ``route_batch`` map tasks. The first pass includes
+    """Round passes as the tournament runs them: the job-long judge host pool (``JudgeHostPool``,
+    one host here) sent batches with their candidates' payload. The first pass includes
     the host's engine start (a job pays it once), the second runs on the warm engine."""
+    import pyarrow.compute as pc
     import ray
-    import ray.data
 
-    from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig, route_batch
+    from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig
     from distill.tournament.worker import REQUEST_SCHEMA
 
     n = args.matches
@@ -224,14 +224,15 @@ def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gen
                 for i in range(n)]
         table = pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA)
         blocks = [table.slice(i, pool.batch_size) for i in range(0, n, pool.batch_size)]
+        # the candidates' payload travels with each batch, as the engine's block tasks send it
+        cands = [payload.filter(pc.is_in(payload["item_id"], value_set=pc.list_flatten(b["candidate_ids"])))
+                 for b in blocks]
         t0 = time.perf_counter()
         handles = hosts.for_round(len(blocks))
-        ds = ray.data.from_arrow(blocks).map_batches(
-            route_batch, fn_kwargs={"hosts": handles}, batch_size=None, batch_format="pyarrow",
-            num_cpus=0, concurrency=2 * len(handles))
+        refs = [handles[j % len(handles)].judge_batch.remote(b, c) for j, (b, c) in enumerate(zip(blocks, cands))]
         stamps = []
         done = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for batch in map(ray.get, refs):
             done += batch.num_rows
             stamps.append((time.perf_counter(), done))
             if batch["error"].null_count != batch.num_rows:
@@ -239,7 +240,7 @@ def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Gen
         wall = time.perf_counter() - t0
         return {"matches": n, "wall_s": wall, "matches_per_s": n / wall, "batches": len(stamps)}
 
-    with JudgeHostPool(pool, cfg.model_dump(mode="json"), ray.put(payload), "argmax", "bench") as hosts:
+    with JudgeHostPool(pool, cfg.model_dump(mode="json"), "argmax", "bench") as hosts:
         first = one_pass(hosts, 0)
         warm = [one_pass(hosts, p) for p in range(1, 1 + args.repeats)]
     second = max(warm, key=lambda x: x["matches_per_s"])

@@ -17,11 +17,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pyarrow as pa
 import ray
 from pydantic import BaseModel, ConfigDict, Field
 
-from distill.seeding import seed_for
 from distill.tournament.worker import JudgeWorker
 
 
@@ -53,12 +51,6 @@ class JudgePoolConfig(BaseModel):
         if runtime_env:
             options["runtime_env"] = runtime_env
         return options
-
-
-def route_batch(batch: pa.Table, hosts: list[Any], candidates: pa.Table | None = None) -> pa.Table:
-    """Hand one batch to a judge host (spread by a hash of its first match)."""
-    host = hosts[seed_for(batch["match_key"][0].as_py()) % len(hosts)]
-    return ray.get(host.judge_batch.remote(batch, candidates))
 
 
 class JudgeHostPool:
