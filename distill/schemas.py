@@ -17,6 +17,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # fraction of a VLM judge's prompt budget (the k images cost far more); text encoders truncate
 # much earlier anyway (CLIP at 77 tokens, MiniLM at 256), so longer text only costs judge time.
 PERSONA_MAX_CHARS = 2000
+# A persona must hold at least one visible character: blank, no-break-space-only or control-only
+# text is rejected alike by ingest and the endpoint, whose OpenAPI publishes this very pattern
+# (written so that JSON Schema's ECMA regex and Python's `re` agree on it).
+PERSONA_VISIBLE_PATTERN = r"[^\s\ufeff\x00-\x1f\x7f-\x9f]"
+
+
+def check_persona_text(text: str) -> str:
+    """The persona stripped; ValueError if it has no visible character or holds a lone surrogate."""
+    import re
+
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise ValueError("must be valid Unicode (it holds a lone surrogate)")
+    if not re.search(PERSONA_VISIBLE_PATTERN, text):
+        raise ValueError("must hold a visible character (not only spaces or control characters)")
+    return text.strip()
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -122,12 +137,17 @@ class Persona(BaseModel):
     text: str = Field(min_length=1, max_length=PERSONA_MAX_CHARS)
     split: Split = "test"
 
-    @field_validator("persona_id", "text")
+    @field_validator("persona_id")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("must not be blank")
         return v.strip()
+
+    @field_validator("text")
+    @classmethod
+    def _visible(cls, v: str) -> str:
+        return check_persona_text(v)
 
 
 class MatchRecord(BaseModel):
