@@ -54,12 +54,13 @@ def _strict_str(v: Any) -> Any:
     return v
 
 
-K = Annotated[int, BeforeValidator(_strict_int), Field(ge=1, le=MAX_K, description="number of products to return")]
+# constraints before the validator, so the OpenAPI states them as minimum / maximum
+K = Annotated[int, Field(ge=1, le=MAX_K, description="number of products to return"), BeforeValidator(_strict_int)]
 PersonaText = Annotated[
-    str, BeforeValidator(_strict_str), AfterValidator(check_persona_text),
-    Field(min_length=1, max_length=PERSONA_MAX_CHARS, json_schema_extra={"pattern": PERSONA_VISIBLE_PATTERN},
-          description=f"free-text persona: 1-{PERSONA_MAX_CHARS} characters, at least one of them visible")]
-AttrText = Annotated[str, BeforeValidator(_strict_str), StringConstraints(min_length=1, max_length=256)]
+    str, Field(min_length=1, max_length=PERSONA_MAX_CHARS, json_schema_extra={"pattern": PERSONA_VISIBLE_PATTERN},
+               description=f"free-text persona: 1-{PERSONA_MAX_CHARS} characters, at least one of them visible"),
+    BeforeValidator(_strict_str), AfterValidator(check_persona_text)]
+AttrText = Annotated[str, StringConstraints(min_length=1, max_length=256), BeforeValidator(_strict_str)]
 FilterValue = AttrText | Annotated[list[AttrText], Field(min_length=1, max_length=MAX_FILTER_VALUES)]
 Filters = Annotated[dict[AttrText, FilterValue], Field(max_length=MAX_FILTER_KEYS, description=(
     "attribute filters applied inside the search: every key must match one of its values, e.g. "

@@ -266,11 +266,11 @@ def _call(base, path, body=None, raw=None, method=None, timeout=30, content_type
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             if headers_out is not None:
-                headers_out.update(r.headers)
+                headers_out.update({k.lower(): v for k, v in r.headers.items()})
             return r.status, r.read()
     except urllib.error.HTTPError as err:
         if headers_out is not None:
-            headers_out.update(err.headers)
+            headers_out.update({k.lower(): v for k, v in err.headers.items()})
         return err.code, err.read()
 
 
@@ -484,7 +484,7 @@ def test_killed_shard_replica_is_a_503_then_serve_restores_it(endpoint, ray_loca
                               headers_out=headers)
             statuses.append(status)
             if status == 503:
-                retry.append(headers.get("Retry-After"))
+                retry.append(headers.get("retry-after"))
             i += 1
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
@@ -582,7 +582,7 @@ def test_ingress_sheds_load_past_capacity_and_recovers(endpoint):
 
     base = endpoint["base"]
     # a slow batch (it waits 0.5 s to fill) keeps the admitted searches in flight
-    serve.run(build_app(_args(endpoint["root"], index_version="v2", ingress_max_ongoing_requests=1,
+    serve.run(build_app(_args(endpoint["root"], ingress_max_ongoing_requests=1,
                               max_queued_requests=1, ingress_batch_wait_s=0.5)),
               name="search-test", route_prefix="/")
     deadline = time.time() + 90
@@ -602,7 +602,7 @@ def test_ingress_sheds_load_past_capacity_and_recovers(endpoint):
         headers = {}
         status = _call(base, "/v1/search", {"persona": "a burst of shoppers", "k": 3}, timeout=20,
                        headers_out=headers)[0]
-        statuses.append((status, headers.get("Retry-After")))
+        statuses.append((status, headers.get("retry-after")))
 
     threads = [threading.Thread(target=client) for _ in range(12)]
     for t in threads:
