@@ -39,6 +39,7 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field("vector", pa.list_(pa.float32()), nullable=False),
         pa.field("title", pa.string(), nullable=True),
         pa.field("image_uri", pa.string(), nullable=True),
+        pa.field("attributes", pa.map_(pa.string(), pa.string()), nullable=True),  # serving's filters
     ],
     metadata={"persona_distill.table": "embeddings", "persona_distill.version": "1"},
 )
@@ -72,7 +73,8 @@ def image_uri_of(item_id: str, attributes: dict[str, str] | None) -> str:
 
 
 def embeddings_table(item_ids: Sequence[str], vectors: np.ndarray, titles: Sequence[str | None] | None = None,
-                     image_uris: Sequence[str | None] | None = None) -> pa.Table:
+                     image_uris: Sequence[str | None] | None = None,
+                     attributes: Sequence[dict[str, str] | None] | None = None) -> pa.Table:
     """An EMBEDDING_SCHEMA table from arrays (vectors stored as float32 lists)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
@@ -83,6 +85,8 @@ def embeddings_table(item_ids: Sequence[str], vectors: np.ndarray, titles: Seque
         "vector": vec,
         "title": pa.array(list(titles) if titles is not None else [None] * n, pa.string()),
         "image_uri": pa.array(list(image_uris) if image_uris is not None else [None] * n, pa.string()),
+        "attributes": pa.array([list(a.items()) if a else None for a in attributes] if attributes is not None
+                               else [None] * n, EMBEDDING_SCHEMA.field("attributes").type),
     }, schema=EMBEDDING_SCHEMA)
 
 
@@ -150,7 +154,8 @@ class ImageEmbedder:
         ids = batch.column("item_id").to_pylist()
         attrs = batch.column("attributes").to_pylist() if "attributes" in batch.column_names else [None] * len(ids)
         uris = [image_uri_of(i, dict(a) if a else None) for i, a in zip(ids, attrs)]
-        return embeddings_table(ids, vecs, batch.column("title").to_pylist(), uris)
+        return embeddings_table(ids, vecs, batch.column("title").to_pylist(), uris,
+                                [dict(a) if a else None for a in attrs])
 
 
 # --------------------------------------------------------------------------------------------

@@ -189,7 +189,9 @@ class LayoutPlan(BaseModel):
 
 def plan_layout(root: str, manifest: IndexManifest, args: SearchAppArgs) -> LayoutPlan:
     sizes = shard_bytes(root, manifest)
-    shard_mb = [shard_memory_mb(b, s.n_items) for b, s in zip(sizes, manifest.shards)]
+    # the manifest's own estimate of a shard replica's memory when the build recorded it
+    shard_mb = [int(s.memory_bytes / 2**20) + 128 if s.memory_bytes else shard_memory_mb(b, s.n_items)
+                for b, s in zip(sizes, manifest.shards)]
     needed = ENCODER_MB + sum(shard_mb) - 128 * (len(shard_mb) - 1)
     fits = needed <= args.replica_memory_mb
     layout = ("one_hop" if fits else "sharded") if args.layout == "auto" else args.layout

@@ -39,11 +39,13 @@ from distill.seeding import sample_indices
 
 INDEX_FORMAT_VERSION = 1
 
+ATTRIBUTES_TYPE = pa.map_(pa.string(), pa.string())
 SHARD_ITEMS_SCHEMA = pa.schema(
     [
         pa.field("item_id", pa.string(), nullable=False),
         pa.field("title", pa.string(), nullable=True),
         pa.field("image_uri", pa.string(), nullable=True),
+        pa.field("attributes", ATTRIBUTES_TYPE, nullable=True),  # for filtered search
     ],
     metadata={"persona_distill.table": "index_items", "persona_distill.version": "1"},
 )
@@ -282,17 +284,17 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _fill_shard(template, batches: Iterable[tuple[pa.Array, np.ndarray, pa.Array, pa.Array]], shard: int,
+def _fill_shard(template, batches: Iterable[tuple[pa.Array, np.ndarray, pa.Array, pa.Array, pa.Array]], shard: int,
                 vdir: str, progress=None) -> ShardInfo:
-    """Add every (ids, vectors, titles, uris) batch to a clone of the trained ``template`` (on the
+    """Add every (ids, vectors, titles, uris, attributes) batch to a clone of the trained ``template`` (on the
     GPUs when the process has them) and write the shard's two files; holds the shard plus one batch."""
     faiss = _faiss()
     index = faiss.clone_index(template)
-    ids, titles, uris = [], [], []
+    ids, titles, uris, attrs = [], [], [], []
     seen: set[str] = set()
 
     def add_all(ix) -> None:
-        for b_ids, vecs, b_titles, b_uris in batches:
+        for b_ids, vecs, b_titles, b_uris, b_attrs in batches:
             if len(b_ids) == 0:
                 continue
             for i in b_ids.to_pylist():
@@ -303,6 +305,7 @@ def _fill_shard(template, batches: Iterable[tuple[pa.Array, np.ndarray, pa.Array
             ids.append(b_ids)
             titles.append(b_titles)
             uris.append(b_uris)
+            attrs.append(b_attrs)
             if progress is not None:
                 progress.update(len(b_ids))
 
@@ -311,7 +314,8 @@ def _fill_shard(template, batches: Iterable[tuple[pa.Array, np.ndarray, pa.Array
     n = int(index.ntotal)
     del index
     items = pa.table({"item_id": pa.chunked_array(ids, pa.string()), "title": pa.chunked_array(titles, pa.string()),
-                      "image_uri": pa.chunked_array(uris, pa.string())}, schema=SHARD_ITEMS_SCHEMA)
+                      "image_uri": pa.chunked_array(uris, pa.string()),
+                      "attributes": pa.chunked_array(attrs, ATTRIBUTES_TYPE)}, schema=SHARD_ITEMS_SCHEMA)
     buf = io.BytesIO()
     pq.write_table(items, buf, compression="zstd")
     items_blob = buf.getvalue()
@@ -370,6 +374,8 @@ def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, c
     titles = table.column("title").combine_chunks() if "title" in table.column_names else pa.nulls(n, pa.string())
     uris = table.column("image_uri").combine_chunks() if "image_uri" in table.column_names \
         else pa.nulls(n, pa.string())
+    attrs = table.column("attributes").combine_chunks() if "attributes" in table.column_names \
+        else pa.nulls(n, ATTRIBUTES_TYPE)
     version, vdir = _new_version(out_root, cfg)
     trained_on = 0
     sample = vectors[:0]
@@ -386,7 +392,8 @@ def build_index(embeddings: pa.Table | str, out_root: str, checkpoint_id: str, c
         def batches(rows=rows):
             for lo in range(0, len(rows), cfg.add_batch):
                 idx = pa.array(rows[lo:lo + cfg.add_batch])
-                yield item_ids.take(idx), vectors[rows[lo:lo + cfg.add_batch]], titles.take(idx), uris.take(idx)
+                yield (item_ids.take(idx), vectors[rows[lo:lo + cfg.add_batch]], titles.take(idx), uris.take(idx),
+                       attrs.take(idx))
 
         shards.append(_fill_shard(template, batches(), s, vdir, bar))
     bar.close()
@@ -457,16 +464,17 @@ def _shard_task(shard: int, n_shards: int, files: list[str], template_blob: byte
 
     def batches():
         for f in files:
-            for batch in _iter_file(f, rows, ["item_id", "vector", "title", "image_uri"]):
+            for batch in _iter_file(f, rows, ["item_id", "vector", "title", "image_uri", "attributes"]):
                 ids = batch.column("item_id")
                 mask = shard_of_many(ids.to_pylist(), n_shards) == shard
                 if not mask.any():
                     continue
                 pick = pa.array(np.flatnonzero(mask))
                 n = int(mask.sum())
-                col = lambda name: batch.column(name).take(pick) if name in batch.schema.names \
-                    else pa.nulls(n, pa.string())  # noqa: E731
-                yield ids.take(pick), _vectors_of(batch)[mask], col("title"), col("image_uri")
+                col = lambda name, t=pa.string(): batch.column(name).take(pick) if name in batch.schema.names \
+                    else pa.nulls(n, t)  # noqa: E731
+                yield (ids.take(pick), _vectors_of(batch)[mask], col("title"), col("image_uri"),
+                       col("attributes", ATTRIBUTES_TYPE))
 
     info = _fill_shard(template, batches(), shard, vdir)
     info.build_seconds = round(time.perf_counter() - t0, 3)
@@ -605,6 +613,9 @@ class Shard:
         self.item_ids = np.array(items.column("item_id").to_pylist(), dtype=object)
         self.titles = items.column("title").to_pylist()
         self.image_uris = items.column("image_uri").to_pylist()
+        # attributes stay Arrow (a map column): filters run vectorised over it (serving.search)
+        self.attributes = items.column("attributes").combine_chunks() if "attributes" in items.column_names \
+            else None
         self._row = {iid: i for i, iid in enumerate(self.item_ids)}
         self.manifest, self.shard, self.version = manifest, shard, manifest.version
         params = manifest.search_params if search_params is None else search_params
