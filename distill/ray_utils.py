@@ -9,6 +9,7 @@ from pathlib import Path
 import ray
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
+_STARTED_LOCAL_HEAD = False  # whether init_ray started the local Ray this process uses
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -18,6 +19,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     worker processes get this repository on ``PYTHONPATH``, so a checkout runs without an
     install and judge plugins import in actors as they do in the driver.
     """
+    global _STARTED_LOCAL_HEAD
     if ray.is_initialized():
         return
     # Ray copies the driver script's directory onto its workers' sys.path; for `python jobs/x.py`
@@ -33,6 +35,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         # A fresh local instance, never a guess: Ray's own default would join whatever `ray start`
         # head this machine last ran, even a dead one. To use a cluster, set RAY_ADDRESS (as
         # `ray job submit` does). A local instance binds to this machine's own address only.
+        _STARTED_LOCAL_HEAD = True
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  # Workers inherit this process's environment: HF_HOME, HF_TOKEN, HF_ENDPOINT and the
                  # offline setting distill.hub chose for the config (never forced here).
@@ -54,3 +57,29 @@ def show_ray_data_progress(enabled: bool = True) -> None:
     ctx.enable_operator_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if enabled else logging.WARNING)
+
+
+def torch_trainer_class() -> type:
+    """Ray Train's ``TorchTrainer``; on a local head this process started, without its
+    ``PlacementGroupCleaner``.
+
+    Why: the cleaner is a detached actor that polls Ray's State API to remove the placement group
+    of a controller that died without cleaning up, which matters on a long-lived cluster. The State
+    API is served by the dashboard, which ``init_ray``'s local head does not run, so there the
+    poll hangs and a run that succeeded ends with the controller logging a ``GetTimeoutError``
+    traceback ("Failed to stop PlacementGroupCleaner gracefully"), or with a ``ConnectionError``
+    when several local Rays share the machine. A local head dies with its driver, taking every
+    placement group with it, so the cleaner has nothing to guard. On a cluster (``RAY_ADDRESS``,
+    e.g. under ``ray job submit``) Ray's own trainer, cleaner included, is used unchanged.
+    """
+    from ray.train.torch import TorchTrainer
+
+    if not _STARTED_LOCAL_HEAD:
+        return TorchTrainer
+
+    class LocalHeadTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):  # Ray Train v2 builds its callbacks here
+            return [cb for cb in super()._create_default_callbacks()
+                    if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+
+    return LocalHeadTorchTrainer

@@ -275,15 +275,15 @@ def train_preferences(dataset, student_cfg: StudentConfig, cfg: TrainConfig, run
                       storage_path: str) -> TrainResult:
     """Fit on ``dataset`` (from ``preference_dataset``); resumes ``run_name`` under ``storage_path``."""
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
-    from distill.ray_utils import init_ray
+    from distill.ray_utils import init_ray, torch_trainer_class
     from distill.student import read_checkpoint_meta
 
     init_ray()
     t0 = time.time()
     storage.makedirs(storage_path)
-    trainer = TorchTrainer(
+    trainer = torch_trainer_class()(
         _train_loop,
         train_loop_config={"train": cfg.model_dump(), "student": student_cfg.model_dump()},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),

@@ -82,3 +82,22 @@ def test_ddp_matches_single_worker_and_resume(ray_local, tmp_path):
     np.testing.assert_allclose([h["loss"] for h in more.history[:3]], l2, rtol=1e-6)
     assert more.history[3]["loss"] < l2[0]
     assert set(glob.glob(copies)) == before
+
+
+@pytest.mark.slow
+def test_a_local_head_trains_without_the_placement_group_cleaner(ray_local):
+    """The cleaner polls the State API, which the dashboard-less local head lacks: on a run that
+    succeeded it logged a GetTimeoutError (or ConnectionError) traceback. A local head dies with
+    its driver, so the trainer leaves the cleaner out there; Ray's other callbacks stay."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from distill.ray_utils import torch_trainer_class
+
+    def names(cls) -> list[str]:
+        trainer = cls(lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=1))
+        return [type(cb).__name__ for cb in trainer._create_default_callbacks()]
+
+    ours, ray_default = names(torch_trainer_class()), names(TorchTrainer)
+    assert "PlacementGroupCleanerCallback" in ray_default
+    assert ours == [n for n in ray_default if n != "PlacementGroupCleanerCallback"]
