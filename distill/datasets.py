@@ -108,8 +108,8 @@ def require_splits(root: str, stage: str, catalog: tuple[str, ...] = (), persona
             noun = "catalog items" if table == "catalog" else "personas"
             problems.append(f"no {noun}" + ("" if empty == ["all"] else f" in split(s) {', '.join(map(repr, empty))}"))
     if problems:
-        raise DataError(f"{stage}: {setting}={root!r} has {' and '.join(problems)} ({'; '.join(have)}); "
-                        f"{SPLIT_FIX}")
+        raise DataError(f"{setting}={root!r} has {' and '.join(problems)} ({'; '.join(have)}), which {stage} "
+                        f"needs; {SPLIT_FIX}")
 
 
 def resolve_root(root: str | None, world, stage: str, catalog: tuple[str, ...] = (), personas: tuple[str, ...] = (),

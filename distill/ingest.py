@@ -650,13 +650,15 @@ def _read_personas(cfg: IngestConfig) -> _PersonaRead:
     return _PersonaRead(personas, warnings, hashed)
 
 
-def _empty_split_warnings(what: str, counts: dict[str, int]) -> list[str]:
+def _empty_split_warnings(what: str, counts: dict[str, int], cfg: IngestConfig) -> list[str]:
     """Which splits came out empty, and what that stops: distillation needs all three."""
     empty = [s for s in SPLITS if not counts.get(s)]
     if not empty or not counts:
         return []
-    return [f"{what} split(s) {empty} are empty: jobs/distill.py needs train, val and test "
-            f"(leave split cells empty for a seeded split, or adjust split_fractions)"]
+    fix = (f"default_split={cfg.default_split!r} put every row without a split there; leave it unset for a "
+           "seeded split" if cfg.default_split else "leave split cells empty for a seeded split, or adjust "
+           "split_fractions")
+    return [f"{what} split(s) {empty} are empty: jobs/distill.py needs train, val and test ({fix})"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -696,8 +698,8 @@ def ingest(cfg: IngestConfig) -> IngestReport:
         if plan is not None:
             report.skipped = plan.skipped
             report.catalog_counts = plan.counts
-        report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts)
-                               + _empty_split_warnings("persona", report.persona_counts))
+        report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts, cfg)
+                               + _empty_split_warnings("persona", report.persona_counts, cfg))
         return report
 
     _prepare_output(cfg)
@@ -707,8 +709,8 @@ def ingest(cfg: IngestConfig) -> IngestReport:
     if personas is not None:
         table = pa.Table.from_pylist([p.model_dump() for p in personas], schema=PERSONA_SCHEMA)
         datasets.write_personas(table, cfg.output)
-    report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts)
-                           + _empty_split_warnings("persona", report.persona_counts))
+    report.warnings.extend(_empty_split_warnings("catalog", report.catalog_counts, cfg)
+                           + _empty_split_warnings("persona", report.persona_counts, cfg))
     storage.write_json_atomic(report.to_json(), storage.join(cfg.output, REPORT_NAME))
     if plan is not None and not report.catalog_counts:
         raise IngestError(f"{cfg.catalog_file}: all {plan.rows} catalog rows were skipped; no manifest "

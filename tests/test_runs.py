@@ -114,5 +114,5 @@ def test_a_user_root_missing_a_split_is_named_before_any_work(tmp_path) -> None:
 
     storage.write_json_atomic({"kind": "test"}, datasets.manifest_path(root))
     assert datasets.resolve_root(root, WorldConfig(), "evaluate", catalog=("test",)) == (root, False)
-    with pytest.raises(UserError, match=r"pretrain: root=.*'train'"):
+    with pytest.raises(UserError, match=r"root=.*'train'.*which pretrain needs"):
         datasets.resolve_root(root, WorldConfig(), "pretrain", catalog=("train",))

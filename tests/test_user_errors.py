@@ -68,18 +68,19 @@ def test_every_stage_names_the_empty_split_before_any_work(tmp_path: Path, capsy
     test_only = _root(tmp_path, "test-only", "test")
     train_only = _root(tmp_path, "train-only", "train")
     cases = [
-        ("distill", [f"root={test_only}"], "distill: root=", ["'train', 'val'", "no personas in split(s) 'train', 'val'"]),
-        ("pretrain", [f"root={test_only}"], "pretrain: root=", ["no catalog items in split(s) 'train'"]),
-        ("tournament", [f"data.root={test_only}", "data.catalog_split=train"], "tournament: data.root=",
+        ("distill", [f"root={test_only}"], "root=", ["'train', 'val'", "no personas in split(s) 'train', 'val'"]),
+        ("pretrain", [f"root={test_only}"], "root=", ["no catalog items in split(s) 'train'"]),
+        ("tournament", [f"data.root={test_only}", "data.catalog_split=train"], "data.root=",
          ["no catalog items in split(s) 'train'"]),
-        ("evaluate", [f"root={train_only}", "checkpoints={a: /nowhere}"], "evaluate: root=",
+        ("evaluate", [f"root={train_only}", "checkpoints={a: /nowhere}"], "root=",
          ["no catalog items in split(s) 'test'", "no personas in split(s) 'test'"]),
-        ("index", [f"dataset={test_only}", "split=val"], "index: dataset=", ["no catalog items in split(s) 'val'"]),
+        ("index", [f"dataset={test_only}", "split=val"], "dataset=", ["no catalog items in split(s) 'val'"]),
     ]
     for n, (job, argv, start, needles) in enumerate(cases):
         out = tmp_path / f"out-{n}"
         line = _fails(job, [*argv, f"output={out}"], capsys)
         assert line.startswith(f"{job} failed: {start}"), line
+        assert f"which {job} needs" in line, line
         for needle in needles:
             assert needle in line, line
         assert "jobs/ingest.py" in line and "split_fractions" in line  # how to fix it
