@@ -16,10 +16,11 @@ import numpy as np
 from pydantic import BaseModel, computed_field
 
 from distill.errors import DataError
-from distill.metrics import paired_bootstrap_delta, percentile_rank
+from distill.metrics import paired_bootstrap_delta, percentile_rank, seed_persona_bootstrap_delta
 
 HIT_KS = (1, 5, 20, 100)
-CEILING_ROW = "teacher ceiling (titles)"  # the row of the teacher's own whole-catalog ranking
+CEILING_ROW = "teacher ceiling (titles)"  # the text oracle's own whole-catalog ranking (text-oracle teachers only)
+STUDENT_CEILING_ROW = "student ceiling"     # the same student trained on the teacher with an unlimited budget
 
 
 def metrics_from_counts(below: np.ndarray, at_or_above: np.ndarray, n_items: int,
@@ -126,14 +127,59 @@ def evaluate_student(name: str, checkpoint: str, es: EvalSet, embed_cfg=None) ->
     return _row(name, es, (counts.below[0], counts.at_or_above[0]), tb, counts.n_items)
 
 
+def seed_matrix(row: dict) -> np.ndarray:
+    """A row's percentiles as (seeds, personas): its per-seed runs when it has them, else one run."""
+    return np.asarray(row.get("seed_percentiles") or [row["percentiles"]], dtype=np.float64)
+
+
+def delta_interval(base: dict, other: dict) -> tuple[float, float, float]:
+    """``other - base`` MPR with a 95% interval: over seeds and personas when either row holds
+    several training seeds, else the paired persona bootstrap."""
+    if len(seed_matrix(base)) > 1 or len(seed_matrix(other)) > 1:
+        return seed_persona_bootstrap_delta(seed_matrix(base), seed_matrix(other))
+    return paired_bootstrap_delta(base["percentiles"], other["percentiles"])
+
+
 def add_paired_deltas(rows: list[dict]) -> list[dict]:
     """Annotate every row after the first with its MPR change against the first row (the start
-    student), in percentage points with a paired bootstrap 95% interval over the personas."""
+    student), in percentage points with a 95% interval: a bootstrap over the personas, and over
+    the training seeds when a row pools several."""
     if not rows or not rows[0].get("percentiles"):
         return rows  # no personas evaluated: nothing to compare
     for r in rows[1:]:
-        mean, lo, hi = paired_bootstrap_delta(rows[0]["percentiles"], r["percentiles"])
-        r["mpr_delta_vs_first"] = {"pp": 100 * mean, "ci95_pp": [100 * lo, 100 * hi], "vs": rows[0]["model"]}
+        mean, lo, hi = delta_interval(rows[0], r)
+        r["mpr_delta_vs_first"] = {"pp": 100 * mean, "ci95_pp": [100 * lo, 100 * hi], "vs": rows[0]["model"],
+                                   "seeds": len(seed_matrix(r))}
+    return rows
+
+
+def pool_seeds(name: str, seed_rows: list[dict], **extra) -> dict:
+    """One arm's row from its per-seed evaluation rows (same personas): each persona's percentile
+    averaged over the seeds, the per-seed percentiles kept for the seed-aware intervals."""
+    if not seed_rows:
+        raise ValueError(f"{name}: no seed runs to pool")
+    pct = np.asarray([r["percentiles"] for r in seed_rows], dtype=np.float64)
+    row = {"model": name, "mpr": float(pct.mean()), "median_percentile": float(np.median(pct.mean(axis=0))),
+           "percentiles": pct.mean(axis=0).tolist(), "seed_percentiles": pct.tolist(),
+           "seed_mpr": [float(m) for m in pct.mean(axis=1)], "seeds": len(seed_rows), **extra}
+    for key in ("true_best", "seen_motif", "heldout_motif"):
+        if all(r.get(key, {}).get("mpr") is not None for r in seed_rows):
+            row[key] = {"mpr": float(np.mean([r[key]["mpr"] for r in seed_rows])), "n": seed_rows[0][key]["n"]}
+    return row
+
+
+def add_gap_shares(rows: list[dict], start: str, ceiling: str = STUDENT_CEILING_ROW) -> list[dict]:
+    """Each row's share of the start -> student-ceiling MPR gap, beside its distance to a perfect
+    score (100 %): a gain is read against what this student could reach, and against 100."""
+    by_name = {r["model"]: r for r in rows}
+    if start not in by_name:
+        return rows
+    s = by_name[start]["mpr"]
+    top = by_name[ceiling]["mpr"] if ceiling in by_name else None
+    for r in rows:
+        r["to_perfect_pp"] = 100 * (1 - r["mpr"])
+        if top is not None and top > s and r["model"] not in (start, ceiling):
+            r["student_ceiling_gap_closed"] = (r["mpr"] - s) / (top - s)
     return rows
 
 
@@ -142,18 +188,20 @@ class SideBySide(BaseModel):
 
     Does the challenger (our ``default``) beat the baseline (``pad``) while spending at most
     ``max_calls_ratio`` of its teacher calls, and how much of the MPR gap between the start
-    student and the teacher's ceiling does it close? "Beats" means the paired bootstrap interval
-    of the MPR difference lies above zero: on a few dozen test personas a higher mean alone is
-    often persona noise.
+    student and the student ceiling does it close? "Beats" means the interval of the MPR
+    difference lies above zero; with several training seeds per arm it is a bootstrap over
+    seeds and personas (one seed's luck is not a result), else over personas.
     """
 
     challenger: str
     baseline: str
-    delta_pp: float                 # challenger MPR - baseline MPR, mean over personas
-    ci95_pp: tuple[float, float]    # paired bootstrap interval of that difference
-    calls: tuple[int, int]          # teacher calls spent on training: challenger, baseline
+    delta_pp: float                 # challenger MPR - baseline MPR, mean over seeds and personas
+    ci95_pp: tuple[float, float]    # bootstrap interval of that difference (seeds x personas)
+    calls: tuple[int, int]          # teacher calls spent on training (per seed): challenger, baseline
     max_calls_ratio: float
     gap_closed: float | None        # (challenger - start) / (ceiling - start); None without a gap
+    seeds: tuple[int, int] = (1, 1)  # training seeds pooled: challenger, baseline
+    ceiling: str | None = None      # the row the gap is measured against
 
     @computed_field
     @property
@@ -171,8 +219,9 @@ class SideBySide(BaseModel):
         lo, hi = self.ci95_pp
         verdict = "beats" if self.beats else ("loses to" if hi < 0 else "does not separate from")
         budget = "within" if self.within_budget else "over"
-        gap = "" if self.gap_closed is None else f"; closes {100 * self.gap_closed:.0f}% of the start-to-ceiling gap"
-        return (f"{self.challenger} vs {self.baseline}: {self.delta_pp:+.2f} pp [{lo:+.2f}, {hi:+.2f}] -> "
+        gap = "" if self.gap_closed is None else f"; closes {100 * self.gap_closed:.0f}% of the start-to-{self.ceiling or 'ceiling'} gap"
+        seeds = "" if self.seeds == (1, 1) else f" ({self.seeds[0]} vs {self.seeds[1]} seeds; interval over seeds and personas)"
+        return (f"{self.challenger} vs {self.baseline}: {self.delta_pp:+.2f} pp [{lo:+.2f}, {hi:+.2f}]{seeds} -> "
                 f"{self.challenger} {verdict} {self.baseline}, at {self.calls[0]:,} vs {self.calls[1]:,} teacher calls "
                 f"({budget} the 1/{1 / self.max_calls_ratio:g} budget){gap}")
 
@@ -184,13 +233,14 @@ def side_by_side(rows: list[dict], challenger: str, baseline: str, start: str, c
     if challenger not in by_name or baseline not in by_name or not by_name[baseline].get("percentiles"):
         return None
     ch, base = by_name[challenger], by_name[baseline]
-    mean, lo, hi = paired_bootstrap_delta(base["percentiles"], ch["percentiles"])
+    mean, lo, hi = delta_interval(base, ch)
     gap = None
     if start in by_name and ceiling in by_name and by_name[ceiling]["mpr"] > by_name[start]["mpr"]:
         gap = (ch["mpr"] - by_name[start]["mpr"]) / (by_name[ceiling]["mpr"] - by_name[start]["mpr"])
     return SideBySide(challenger=challenger, baseline=baseline, delta_pp=100 * mean, ci95_pp=(100 * lo, 100 * hi),
                       calls=(ch.get("teacher_calls", 0), base.get("teacher_calls", 0)),
-                      max_calls_ratio=max_calls_ratio, gap_closed=gap)
+                      max_calls_ratio=max_calls_ratio, gap_closed=gap,
+                      seeds=(len(seed_matrix(ch)), len(seed_matrix(base))), ceiling=ceiling if gap is not None else None)
 
 
 def pool_runs(reports: list[dict]) -> list[dict]:
@@ -198,10 +248,10 @@ def pool_runs(reports: list[dict]) -> list[dict]:
     seeds), each model's percentile of a persona's winner averaged over the runs.
 
     One run's verdict can be one seed's luck; the seed-averaged model is compared on the same
-    personas with the same paired interval. That interval is still over personas: it does not
-    measure seed variance beyond the runs given. Every report must list the same models, and
-    the teacher ceiling's percentiles (the winners, seen through the teacher's own ranking) must
-    agree, else the runs were not evaluated on one test set.
+    personas, and each row keeps its per-run percentiles (``seed_percentiles``) so intervals are
+    a bootstrap over runs and personas. Every report must list the same models, and the teacher
+    ceiling's percentiles (the winners, seen through the teacher's own ranking), where a report
+    has that row, must agree, else the runs were not evaluated on one test set.
     """
     if not reports:
         raise DataError("no reports to pool")
@@ -218,8 +268,10 @@ def pool_runs(reports: list[dict]) -> list[dict]:
                 raise DataError("reports were not evaluated on the same test personas and winners")
     rows = []
     for i, name in enumerate(names):
-        pct = np.mean([rep["rows"][i]["percentiles"] for rep in reports], axis=0)
+        per_run = [list(p) for rep in reports for p in seed_matrix(rep["rows"][i]).tolist()]  # every seed of every run
+        pct = np.mean(per_run, axis=0)
         rows.append({"model": name, "mpr": float(pct.mean()), "percentiles": pct.tolist(), "runs": len(reports),
+                     "seed_percentiles": per_run if len(per_run) > 1 else None,
                      "teacher_calls": reports[0]["rows"][i].get("teacher_calls", 0)})
     return add_paired_deltas(rows)
 

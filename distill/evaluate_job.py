@@ -25,7 +25,7 @@ class EvaluateJobConfig(BaseModel):
     judge: JudgeConfig = Field(default_factory=TextOracleConfig, description="the teacher labelling the winners")
     pool: JudgePoolConfig = Field(default_factory=JudgePoolConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    ceiling: bool = Field(True, description="add the text oracle's ranking by title (meaningful for text-oracle teachers)")
+    ceiling: bool = Field(True, description="add the text oracle's ranking by title (only when the teacher is the text oracle)")
     output: str = Field(description="output URI (tournaments are cached here; report.json and PNGs written)")
     progress: bool = True
 
@@ -41,28 +41,40 @@ class PoolRunsConfig(BaseModel):
 
 
 def run_evaluate(cfg: EvaluateJobConfig) -> dict:
-    """Label the test winners with the teacher (cached under ``output``), score every checkpoint."""
-    from distill import storage
+    """Label the winners with the teacher (cached under ``output``), score every checkpoint.
+
+    On validation unless ``eval.final``: the test split is the lockbox, read only for a final
+    verdict, and each opening is counted beside ``output`` (``distill.lockbox``)."""
+    from distill import datasets, storage
+    from distill.distill_job import require_checkpoint
     from distill.evaluate import (CEILING_ROW, HIT_KS, add_paired_deltas, build_eval_set, evaluate_scores,
                                   evaluate_student, format_table, plot_report, teacher_ceiling_scores)
+    from distill.lockbox import open_lockbox, test_setting
     from distill.metrics import eval_set_size
-    from distill import datasets
-    from distill.distill_job import require_checkpoint
 
-    root, demo = datasets.resolve_root(cfg.root, cfg.world, "evaluate", catalog=("test",), personas=("test",))
+    ev = cfg.eval
+    split = "test" if ev.final else "val"
+    root, demo = datasets.resolve_root(cfg.root, cfg.world, "evaluate", catalog=(split,), personas=(split,))
     for name, uri in cfg.checkpoints.items():
         require_checkpoint(uri, f"checkpoints.{name}")
-    test = build_eval_set(root, "test", "test", cfg.eval.test_personas, cfg.eval.test_max_candidates, cfg.judge,
-                          cfg.pool, cfg.eval.tournament, storage.join(cfg.output, "test-tournaments"), demo,
-                          progress=cfg.progress)
-    rows = [evaluate_student(name, uri, test) for name, uri in cfg.checkpoints.items()]
-    if cfg.ceiling:
-        rows.append(evaluate_scores(CEILING_ROW, teacher_ceiling_scores(test), test))
+    lockbox = None
+    if ev.final:
+        setting = test_setting(cfg.root, cfg.world, ev, cfg.judge)
+        lockbox = open_lockbox(cfg.output, setting, run={"checkpoints": cfg.checkpoints})
+        personas, candidates = ev.test_personas, ev.test_max_candidates
+    else:
+        personas, candidates = ev.val_personas, ev.val_max_candidates
+    es = build_eval_set(root, split, split, personas, candidates, cfg.judge, cfg.pool, ev.tournament,
+                        storage.join(cfg.output, f"{split}-tournaments"), demo, progress=cfg.progress)
+    rows = [evaluate_student(name, uri, es) for name, uri in cfg.checkpoints.items()]
+    if cfg.ceiling and cfg.judge.kind == "text_oracle":
+        rows.append(evaluate_scores(CEILING_ROW, teacher_ceiling_scores(es), es))
     add_paired_deltas(rows)
     plots = plot_report(rows, {}, cfg.output)
     table = format_table(rows)
-    report = {"rows": rows, "table": table, "plots": plots, "eval_teacher_calls": test.teacher_calls,
-              "eval_set": eval_set_size(len(test.persona_ids), len(test.item_ids), HIT_KS)}
+    report = {"split": split, "lockbox": lockbox.model_dump() if lockbox else None, "rows": rows, "table": table,
+              "plots": plots, "eval_teacher_calls": es.teacher_calls,
+              "eval_set": eval_set_size(len(es.persona_ids), len(es.item_ids), HIT_KS)}
     storage.write_json_atomic(report, storage.join(cfg.output, "report.json"))
     return report
 
@@ -71,7 +83,7 @@ def run_pool_runs(cfg: PoolRunsConfig) -> dict:
     """Average each model's winner percentiles per persona over the runs; the side-by-side verdict."""
     from distill import storage
     from distill.distill_job import START_ROW
-    from distill.evaluate import CEILING_ROW, format_table, pool_runs, side_by_side
+    from distill.evaluate import CEILING_ROW, STUDENT_CEILING_ROW, format_table, pool_runs, side_by_side
 
     from distill.errors import MissingInputError
 
@@ -80,7 +92,9 @@ def run_pool_runs(cfg: PoolRunsConfig) -> dict:
         raise MissingInputError(f"runs: {missing} hold no eval/report.json (not finished jobs/distill.py runs)")
     reports = [storage.read_json(storage.join(run, "eval", "report.json")) for run in cfg.runs]
     rows = pool_runs(reports)
-    verdict = side_by_side(rows, cfg.challenger, cfg.baseline, start=START_ROW, ceiling=CEILING_ROW)
+    names = {r["model"] for r in rows}
+    ceiling = STUDENT_CEILING_ROW if STUDENT_CEILING_ROW in names else CEILING_ROW  # reports from before the student ceiling
+    verdict = side_by_side(rows, cfg.challenger, cfg.baseline, start=START_ROW, ceiling=ceiling)
     if verdict is None:
         from distill.errors import DataError
 

@@ -84,3 +84,33 @@ def eval_set_size(n_personas: int, n_items: int, hit_ks: tuple[int, ...] = ()) -
     return {"personas": n_personas, "items": n_items, "step_pp": float(step), "chance_ci95_pp": float(half),
             "too_small": bool(reasons),
             "warning": ("evaluation set too small to separate models: " + "; ".join(reasons)) if reasons else None}
+
+
+def seed_persona_bootstrap_delta(base: np.ndarray, other: np.ndarray, n_boot: int = 4000, level: float = 0.95,
+                                 seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``other - base`` when each arm was trained under several seeds: (mean, low, high).
+
+    ``base`` is (S_base, P) and ``other`` (S_other, P): one row per training seed, one column per
+    evaluation persona (the same personas, in the same order, for both). Each bootstrap draw
+    resamples the personas (one draw shared by both arms: they are paired) and, independently
+    for each arm, its seeds (an arm's seeds are not paired with another arm's); the statistic is
+    the difference of the two arms' mean percentiles over the resampled seeds and personas. So
+    the interval covers both what the persona sample and what the training seed could have
+    changed; with one seed per arm it is the paired persona bootstrap. With few seeds the seed
+    part of the spread is underestimated by about (S-1)/S, as in any plain bootstrap.
+    """
+    base, other = np.atleast_2d(np.asarray(base, np.float64)), np.atleast_2d(np.asarray(other, np.float64))
+    if base.ndim != 2 or other.ndim != 2 or base.shape[1] != other.shape[1] or base.shape[1] == 0:
+        raise ValueError(f"need (seeds, personas) arrays over the same personas, got {base.shape} and {other.shape}")
+    rng = np.random.default_rng(seed)
+    n_p = base.shape[1]
+
+    def weights(n: int) -> np.ndarray:  # (n_boot, n) resampling weights summing to 1 per draw
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) / n
+
+    w_p = weights(n_p)
+    w_b, w_o = weights(base.shape[0]), weights(other.shape[0])
+    stats = np.einsum("bs,sp,bp->b", w_o, other, w_p) - np.einsum("bs,sp,bp->b", w_b, base, w_p)
+    tail = (1 - level) / 2
+    mean = float(other.mean() - base.mean())
+    return mean, float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))

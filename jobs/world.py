@@ -25,7 +25,8 @@ def _run(cfg: WorldJobConfig) -> str:
     print(f"world {manifest.config.name!r} (hash {manifest.config_hash}) at {root}")
     for split in ("train", "val", "test"):
         print(f"  {split:5s}: {manifest.catalog_counts[split]:6d} products, {manifest.persona_counts[split]:5d} personas")
-    print(f"  held-out motifs ({len(manifest.heldout_motifs)} of {manifest.n_motifs}, test only): "
+    print(f"  held-out motifs ({len(manifest.heldout_motifs)} of {manifest.n_motifs}, never in train; "
+          f"{len(manifest.heldout_motifs_by_split.get('val', []))} in val, the rest in test): "
           + ", ".join(manifest.heldout_motifs[:12]) + (" ..." if len(manifest.heldout_motifs) > 12 else ""))
     print(f"  {seconds:.1f} s this run (the build itself took {manifest.build_seconds:.1f} s)")
     return root

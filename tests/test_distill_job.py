@@ -1,4 +1,5 @@
-"""jobs/distill.py end to end on a small demo world: pretrain, both presets, evaluation, verdict."""
+"""jobs/distill.py end to end on a small demo world: pretrain, two arms under two seeds each, the
+student ceiling, a validation-only report, then the final read of the lockbox."""
 
 from __future__ import annotations
 
@@ -13,30 +14,71 @@ WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=3
          "world.parts_per_split=1"]  # the world tests/test_distill.py builds (cached once per machine)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # two Ray Train runs + three tournaments on a shared 2-core machine
-def test_distill_job_runs_both_presets_and_answers_side_by_side(ray_local, tmp_path, capsys):
+def _entry():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("distill_job_entry", Path(__file__).parents[1] / "jobs" / "distill.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
-    out = tmp_path / "run"
+    return entry
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # five Ray Train runs + three tournaments on a shared 2-core machine
+def test_distill_job_reports_on_validation_then_opens_the_lockbox_once(ray_local, tmp_path, capsys):
+    entry = _entry()
+    out = tmp_path / "runs" / "distill-small"
     small = ["pretrain.steps=4", "pretrain.max_items=128", "pretrain.batch_size=32", "pretrain.warmup_steps=1",
              "eval.test_personas=6", "eval.test_max_candidates=160", "eval.val_personas=4",
-             "eval.val_max_candidates=96", "progress=false", f"output={out}"]
-    for preset, matches in (("pad", 32), ("default", 8)):
+             "eval.val_max_candidates=96", "progress=false", f"output={out}", "presets=[pad, default]",
+             "seeds=2", "seed=11"]
+    for preset, matches in (("pad", 32), ("default", 8), ("ceiling", 48)):
         small += [f"{preset}.cycles=1", f"{preset}.matches_per_cycle={matches}",
                   f"{preset}.train_catalog_max_items=128", f"{preset}.train.num_workers=1"]
-    entry.main(WORLD + small)
 
+    # 1. the default: validation only; the test split is not read and the lockbox not opened
+    val_report = entry.main(WORLD + small)
     printed = capsys.readouterr().out
-    report = json.loads(storage.read_bytes(str(out / "eval" / "report.json")))
-    assert [r["model"] for r in report["rows"]] == ["caption-pretrained", "teacher ceiling (titles)", "pad", "default"]
+    assert val_report["split"] == "val" and val_report["lockbox"] is None
+    assert not (out / "eval" / "test-tournaments").exists() and not (tmp_path / "runs" / "lockbox").exists()
+    assert (out / "eval" / "report-val.json").exists() and not (out / "eval" / "report.json").exists()
+    assert "validation only" in printed
+    seeds = val_report["seeds"]
+    assert seeds[0] == 11 and len(seeds) == 2
+    for arm in ("pad", "default"):
+        for s in seeds:
+            assert (out / "presets" / arm / f"seed-{s}" / "cycle-001" / "done.json").exists()
+    done = out / "presets" / "default" / f"seed-{seeds[1]}" / "cycle-001" / "done.json"
+    trained_at = done.stat().st_mtime
+
+    # 2. the final read: the same runs (nothing retrained), evaluated once on the lockbox
+    report = entry.main(WORLD + small + ["eval.final=true"])
+    printed = capsys.readouterr().out
+    assert done.stat().st_mtime == trained_at
+    assert report["split"] == "test" and (out / "eval" / "test-tournaments").exists()
+    lockbox = report["lockbox"]
+    assert lockbox["opened"] == 1 and lockbox["opened_by_this_run"] == 1
+    assert Path(lockbox["path"]).parent == tmp_path / "runs" / "lockbox"
+    assert "LOCKBOX (test split): opened 1 time(s)" in printed
+    names = [r["model"] for r in report["rows"]]
+    assert names == ["caption-pretrained", "teacher ceiling (titles)", "student ceiling", "pad", "default"]
     assert all(len(r["percentiles"]) == 6 for r in report["rows"])
+    by = {r["model"]: r for r in report["rows"]}
+    for arm in ("pad", "default"):
+        assert by[arm]["seeds"] == 2 and len(by[arm]["seed_percentiles"]) == 2
+        assert by[arm]["to_perfect_pp"] == pytest.approx(100 * (1 - by[arm]["mpr"]))
+        gap = by["student ceiling"]["mpr"] - by["caption-pretrained"]["mpr"]
+        if gap > 0:
+            assert by[arm]["student_ceiling_gap_closed"] == pytest.approx(
+                (by[arm]["mpr"] - by["caption-pretrained"]["mpr"]) / gap)
+            assert f"{arm}: closes" in printed and "student-ceiling gap" in printed
     sbs = report["side_by_side"]
-    assert sbs["challenger"] == "default" and sbs["baseline"] == "pad"
+    assert sbs["challenger"] == "default" and sbs["baseline"] == "pad" and sbs["seeds"] == [2, 2]
     assert sbs["calls"] == [8, 32] and sbs["within_budget"]          # a quarter of pad's teacher calls
     assert sbs["ci95_pp"][0] <= sbs["delta_pp"] <= sbs["ci95_pp"][1]
-    assert report["table"] in printed and sbs["summary"] in printed
+    assert "interval over seeds and personas" in sbs["summary"] and sbs["summary"] in printed
+    assert "text oracle's own title similarity" in report["reference"]
+    assert report["table"] in printed
+    saved = json.loads((out / "eval" / "report.json").read_text())
+    assert saved["lockbox"]["opened"] == 1 and saved["split"] == "test"
     assert all(storage.exists(p) for p in report["plots"])

@@ -99,19 +99,24 @@ def test_catalog_counts_ids_titles_and_attributes(small_world):
 
 
 @pytest.mark.slow
-def test_heldout_motifs_only_in_test(small_world):
+def test_heldout_motifs_never_in_train_and_val_holds_them_like_test(small_world):
+    """The lockbox's held-out-motif part has a counterpart in validation, in the same proportion."""
     manifest = read_manifest(small_world)
-    held = set(manifest.heldout_motifs)
-    assert held
-    seen_held = 0
+    by_split = {sp: set(m) for sp, m in manifest.heldout_motifs_by_split.items()}
+    assert by_split["val"] and by_split["test"] and not by_split["val"] & by_split["test"]
+    assert set(manifest.heldout_motifs) == by_split["val"] | by_split["test"]
+    held_count = {"train": 0, "val": 0, "test": 0}
     for row in datasets.read_catalog(small_world, columns=["split", "attributes"]).to_pylist():
         attrs = dict(row["attributes"])
         is_held = attrs["heldout_motif"] == "true"
-        assert is_held == (attrs["motif"] in held)
+        assert is_held == (attrs["motif"] in by_split["val"] | by_split["test"])
         if is_held:
-            seen_held += 1
-            assert row["split"] == "test"
-    assert seen_held > 0
+            held_count[row["split"]] += 1
+            assert attrs["motif"] in by_split[row["split"]]
+    assert held_count["train"] == 0
+    share = {sp: held_count[sp] / manifest.catalog_counts[sp] for sp in ("val", "test")}
+    assert share["val"] > 0.05 and share["test"] > 0.05
+    assert abs(share["val"] - share["test"]) < 0.5 * max(share.values()), share
 
 
 @pytest.mark.slow

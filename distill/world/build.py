@@ -27,7 +27,7 @@ from distill.schemas import CATALOG_SCHEMA, PERSONA_SCHEMA, SPLITS
 from distill.world import catalog, personas
 
 # Bump when a code change alters what a given config produces; it is part of the cache key.
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2  # 2: validation holds its own held-out motifs
 
 ATTRIBUTION = ("Product images composited from OpenMoji (https://openmoji.org), "
                "the open-source emoji and icon project, licensed CC BY-SA 4.0.")
@@ -40,7 +40,7 @@ class SplitFractions(BaseModel):
 
     train: float = Field(0.8, ge=0, description="share of products (not held out) and personas in train")
     val: float = Field(0.1, ge=0, description="share in validation (early stopping, model selection)")
-    test: float = Field(0.1, ge=0, description="share in test; held-out-motif products are added on top")
+    test: float = Field(0.1, ge=0, description="share in test; held-out-motif products are added on top (as in val)")
 
     @model_validator(mode="after")
     def _positive(self) -> "SplitFractions":
@@ -65,8 +65,9 @@ class WorldConfig(BaseModel):
     image_size: int = Field(112, ge=32, le=512, description="product image side in pixels (PNG)")
     splits: SplitFractions = Field(default_factory=SplitFractions,
                                    description="train/val/test fractions for products and personas")
-    heldout_motif_fraction: float = Field(0.1, ge=0, le=0.5,
-                                          description="share of motifs whose products appear only in test")
+    heldout_motif_fraction: float = Field(0.2, ge=0, le=0.5, description=(
+        "share of motifs never in train: divided between val and test by their fractions (0.2 = 10 % each at "
+        "the default fractions), all of one motif's products in one of them"))
     parts_per_split: int = Field(4, ge=1, le=1024, description="Parquet parts written per catalog split")
 
 
@@ -80,7 +81,8 @@ class WorldManifest(BaseModel):
     catalog_counts: dict[str, int] = Field(description="products per split")
     persona_counts: dict[str, int] = Field(description="personas per split")
     n_motifs: int = Field(description="motifs the products were drawn from")
-    heldout_motifs: list[str] = Field(description="held-out motif names (their products are test only)")
+    heldout_motifs: list[str] = Field(description="held-out motif names (never in train; val's and test's together)")
+    heldout_motifs_by_split: dict[str, list[str]] = Field(default_factory=dict, description="the held-out motif names whose products are in val, and in test")
     articles: list[str] = Field(description="base article names")
     colours: list[str] = Field(description="colour names")
     build_seconds: float = Field(description="wall-clock seconds the build took")
@@ -162,7 +164,7 @@ def build_world(cfg: WorldConfig, root: str, use_ray: bool = True, batch_size: i
     storage.makedirs(root)
 
     fractions = cfg.splits.as_tuple()
-    specs, held_hexes = catalog.draw_products(cfg.seed, cfg.n_products, fractions,
+    specs, held_by_split = catalog.draw_products(cfg.seed, cfg.n_products, fractions,
                                               cfg.heldout_motif_fraction, cfg.parts_per_split)
     persona_rows = personas.draw_personas(cfg.seed, cfg.n_personas, fractions)
     datasets.write_personas(
@@ -196,7 +198,8 @@ def build_world(cfg: WorldConfig, root: str, use_ray: bool = True, batch_size: i
         catalog_counts={s: sum(1 for p in specs if p.split == s) for s in SPLITS},
         persona_counts={s: sum(1 for r in persona_rows if r[2] == s) for s in SPLITS},
         n_motifs=len(catalog.motif_icons()),
-        heldout_motifs=sorted(motif_names[h] for h in held_hexes),
+        heldout_motifs=sorted(motif_names[h] for hexes in held_by_split.values() for h in hexes),
+        heldout_motifs_by_split={sp: sorted(motif_names[h] for h in hexes) for sp, hexes in held_by_split.items()},
         articles=[a.name for a in catalog.ARTICLES],
         colours=sorted(catalog.COLOURS),
         build_seconds=round(time.perf_counter() - started, 3),

@@ -3,8 +3,11 @@
 Why this product space: a title like "green tote bag with a sunflower print" names three
 independent factors a persona can care about (what it is, what is on it, which colour),
 and each factor is visible in the 112 px image, so a pixel-only student can in principle
-learn everything the title-reading teacher knows. Held-out motifs (appearing only in
-test) measure whether the student generalises beyond the motifs it was trained on.
+learn everything the title-reading teacher knows. Held-out motifs (never in train; each one's
+products are all in validation or all in test) measure whether the student generalises beyond
+the motifs it was trained on. Validation holds its own held-out motifs in the same proportion as
+test, so a recipe tuned on validation is tuned for that part of the gain too, and test (the
+lockbox) is not needed to see it.
 
 Everything here is pure and deterministic: specs come from a seeded NumPy generator over a
 sorted icon list, and rendering depends only on the spec.
@@ -120,11 +123,14 @@ def _split_names(rng: np.random.Generator, n: int, fractions: tuple[float, float
 
 
 def draw_products(seed: int, n_products: int, split_fractions: tuple[float, float, float],
-                  heldout_motif_fraction: float, parts_per_split: int) -> tuple[list[ProductSpec], list[str]]:
-    """Seeded product specs and the held-out motif hexes.
+                  heldout_motif_fraction: float, parts_per_split: int) -> tuple[list[ProductSpec], dict[str, list[str]]]:
+    """Seeded product specs and the held-out motif hexes per split (``{"val": [...], "test": [...]}``).
 
-    Non-held-out products are split by ``split_fractions``; every product whose motif is held
-    out goes to test (so test is larger than its fraction, by design: it holds both kinds).
+    Non-held-out products are split by ``split_fractions``. ``heldout_motif_fraction`` of the
+    motifs never reach train: they are divided between val and test in proportion to those
+    splits' fractions, and every product of a val-held motif goes to val, of a test-held motif to
+    test. So val and test are larger than their fractions, by design, and the share of their
+    products whose motif is held out is the same in both (in expectation).
     Parts: each split's products, sorted by id, cut into ``parts_per_split`` near-equal parts.
     """
     motifs = motif_icons()
@@ -136,7 +142,11 @@ def draw_products(seed: int, n_products: int, split_fractions: tuple[float, floa
                          f"({n_a} articles x {n_m} motifs x {n_c} colours)")
     rng = np.random.default_rng([seed, 0])
     n_held = int(round(heldout_motif_fraction * n_m))
-    held = set(rng.choice(n_m, size=n_held, replace=False).tolist()) if n_held else set()
+    drawn = rng.choice(n_m, size=n_held, replace=False).tolist() if n_held else []
+    _, val_frac, test_frac = split_fractions
+    n_val = int(round(n_held * val_frac / (val_frac + test_frac))) if val_frac + test_frac > 0 else 0
+    held_split = {m: ("val" if i < n_val else "test") for i, m in enumerate(drawn)}
+    held = set(held_split)
     picks = sample_indices(total, n_products, rng)
     a_idx, rest = np.divmod(picks, n_m * n_c)
     m_idx, c_idx = np.divmod(rest, n_c)
@@ -151,7 +161,7 @@ def draw_products(seed: int, n_products: int, split_fractions: tuple[float, floa
             "motif_subgroup": motif.subgroup, "colour": colour, "heldout_motif": str(is_held).lower(),
         }
         rows.append((product_id(article, motif, colour), product_title(article, motif, colour),
-                     "test" if is_held else split, article.key, motif.hex, colour, attributes))
+                     held_split[m] if is_held else split, article.key, motif.hex, colour, attributes))
 
     specs: list[ProductSpec] = []
     for split in ("train", "val", "test"):
@@ -160,7 +170,7 @@ def draw_products(seed: int, n_products: int, split_fractions: tuple[float, floa
             for i in chunk.tolist():
                 item_id, title, _, a_key, m_hex, colour, attrs = members[i]
                 specs.append(ProductSpec(item_id, title, split, f"{split}-{part:05d}", a_key, m_hex, colour, attrs))
-    return specs, sorted(motifs[m].hex for m in held)
+    return specs, {sp: sorted(motifs[m].hex for m, where in held_split.items() if where == sp) for sp in ("val", "test")}
 
 
 def render_product(article_key: str, motif_hex: str, colour: str, size: int) -> bytes:
