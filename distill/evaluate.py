@@ -162,6 +162,9 @@ def pool_seeds(name: str, seed_rows: list[dict], **extra) -> dict:
     row = {"model": name, "mpr": float(pct.mean()), "median_percentile": float(np.median(pct.mean(axis=0))),
            "percentiles": pct.mean(axis=0).tolist(), "seed_percentiles": pct.tolist(),
            "seed_mpr": [float(m) for m in pct.mean(axis=1)], "seeds": len(seed_rows), **extra}
+    for key in [k for k in seed_rows[0] if k.startswith("hit@")]:  # hit rates: the mean over seeds
+        if all(r.get(key) is not None for r in seed_rows):
+            row[key] = float(np.mean([r[key] for r in seed_rows]))
     for key in ("true_best", "seen_motif", "heldout_motif"):
         if all(r.get(key, {}).get("mpr") is not None for r in seed_rows):
             row[key] = {"mpr": float(np.mean([r[key]["mpr"] for r in seed_rows])), "n": seed_rows[0][key]["n"]}

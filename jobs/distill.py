@@ -27,6 +27,9 @@ def _run(cfg: DistillJobConfig) -> dict:
     print()
     print(report["table"])
     print(f"\nreference: {report['reference']}")
+    by_name = {row["model"]: row for row in report["rows"]}
+    if "student ceiling" in by_name and by_name["student ceiling"]["mpr"] <= by_name["caption-pretrained"]["mpr"]:
+        print("  the student ceiling is not above the start: no gap share to report (its budget is too small)")
     for row in report["rows"]:
         if row.get("student_ceiling_gap_closed") is not None:
             print(f"  {row['model']}: closes {100 * row['student_ceiling_gap_closed']:.0f}% of the start -> "

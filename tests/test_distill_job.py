@@ -68,7 +68,9 @@ def test_distill_job_reports_on_validation_then_opens_the_lockbox_once(ray_local
         assert by[arm]["seeds"] == 2 and len(by[arm]["seed_percentiles"]) == 2
         assert by[arm]["to_perfect_pp"] == pytest.approx(100 * (1 - by[arm]["mpr"]))
         gap = by["student ceiling"]["mpr"] - by["caption-pretrained"]["mpr"]
-        if gap > 0:
+        if gap <= 0:  # a tiny ceiling budget may not beat the start: the report says so instead
+            assert "student_ceiling_gap_closed" not in by[arm] and "not above the start" in printed
+        else:
             assert by[arm]["student_ceiling_gap_closed"] == pytest.approx(
                 (by[arm]["mpr"] - by["caption-pretrained"]["mpr"]) / gap)
             assert f"{arm}: closes" in printed and "student-ceiling gap" in printed

@@ -62,7 +62,8 @@ def test_a_real_difference_is_found_through_seed_noise():
 
 
 def _row(name, seed_pcts, calls=0):
-    return pool_seeds(name, [{"model": name, "percentiles": list(p)} for p in seed_pcts], teacher_calls=calls)
+    return pool_seeds(name, [{"model": name, "percentiles": list(p), "hit@5": float(np.mean(p) > 0.8)}
+                             for p in seed_pcts], teacher_calls=calls)
 
 
 def test_pooled_verdict_and_student_ceiling_gap_shares():
@@ -83,6 +84,7 @@ def test_pooled_verdict_and_student_ceiling_gap_shares():
     assert v.ci95_pp[1] - v.ci95_pp[0] > 100 * (persona_only[2] - persona_only[1])
     d = rows[3]
     assert d["seeds"] == 3 and d["mpr"] == pytest.approx(default.mean())
+    assert d["hit@5"] == pytest.approx(np.mean([float(p.mean() > 0.8) for p in default]))
     assert d["student_ceiling_gap_closed"] == pytest.approx((default.mean() - 0.6) / 0.3)
     assert d["to_perfect_pp"] == pytest.approx(100 * (1 - default.mean()))
     assert "student_ceiling_gap_closed" not in rows[0] and "student_ceiling_gap_closed" not in rows[1]
