@@ -2,12 +2,16 @@
 
     python bench/distill.py                      # demo student, demo world images
     python bench/distill.py --examples 256 --json out.json
+    python bench/distill.py --smoke              # every step at toy size on a small world (CI)
 
 Prints:
 * training samples/s (k-way matches per second, steady-state epoch) with 1 and with 2 DDP
   workers (Ray Train, gloo on CPU) on the same data and global batch, and their ratio.
 
 Catalog embedding throughput (the pipeline vs a single-process loop) is ``bench/embed.py``.
+
+The last line is machine-readable (``distill: key=value ...``); ``--smoke`` runs every step at
+toy size on a small demo world of its own (its numbers mean nothing; CI runs it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,22 +30,39 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 
-def main() -> None:
+# --smoke: every step at toy size on a small world (CI runs it; the numbers mean nothing)
+SMOKE = dict(examples=32, epochs=2, batch_size=16, world_products=600, world_personas=100)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=192, help="k-way matches per training epoch")
     ap.add_argument("--epochs", type=int, default=3, help="epochs; the last one is timed (the first warms up)")
     ap.add_argument("--batch-size", type=int, default=32, help="global batch")
     ap.add_argument("--arch", default="demo-minilm-vit", help="student architecture")
+    ap.add_argument("--world-products", type=int, help="a demo world of this many products (default: the built-in one)")
+    ap.add_argument("--world-personas", type=int, help="personas of that world")
+    ap.add_argument("--smoke", action="store_true", help="for CI, every step at toy size: %s" %
+                    ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
     ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    sys.stdout.reconfigure(line_buffering=True)
 
     from distill import datasets
     from distill.ray_utils import init_ray
     from distill.student import StudentConfig, build_student
     from distill.train import PREF_EXAMPLE_SCHEMA, TrainConfig, preference_dataset, train_preferences
-    from distill.world import ensure_world
+    from distill.world import WorldConfig, ensure_world
 
-    root = ensure_world()
+    world = WorldConfig()
+    if args.world_products or args.world_personas:
+        world = WorldConfig(name=f"bench-{args.world_products}-{args.world_personas}",
+                            n_products=args.world_products or world.n_products,
+                            n_personas=args.world_personas or world.n_personas)
+    root = ensure_world(world, progress=False)
     init_ray()
     cat = datasets.read_catalog(root, split="train", columns=["item_id", "image"])
     rng = np.random.default_rng(0)
@@ -70,6 +92,12 @@ def main() -> None:
 
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    import ray
+
+    ray.shutdown()  # no worker log line may arrive after the summary line
+    print("distill: " + " ".join(f"{key}={out[key]:.4g}" for key in (
+        "train_samples_per_s_1w", "train_samples_per_s_2w", "ddp_ratio_2w_over_1w", "examples")))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python bench/distill_signal.py                          # ~7 min on 2 cores
     python bench/distill_signal.py --matches 256,768 --losses listwise_kl --json out.json
     python bench/distill_signal.py --start <student checkpoint> --matches ""   # probe another start
+    python bench/distill_signal.py --smoke     # every step at toy size on a small world (CI)
 
 This is the reproducible form of the findings under "Where the result stands" in the README. It
 skips Ray (tournaments, Ray Train, Ray Data): labels come straight from the demo teacher, and one
@@ -18,6 +19,10 @@ personas x a validation catalog, with the teacher's whole-catalog pick as each p
   titles (on the demo world they show what the image features miss);
 * for each loss and match budget: the student after one pass over that many fresh,
   preference-aligned (PAD-sampled) teacher matches, from the same start.
+
+The last line is machine-readable (``distill_signal: key=value ...``). ``--smoke`` runs every
+step at toy size on a small demo world with a few-step caption pretraining of its own (its
+numbers mean nothing; CI runs it so the bench cannot break unnoticed).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ if TYPE_CHECKING:
     from distill.student import Student
 
 LOSS_SCALES = {"listwise_kl": 5.0, "plackett_luce": 5.0, "bt": 1.0}  # bt: PAD's raw cosine, no temperature
+# --smoke: every step at toy size on a small world (CI runs it; the numbers mean nothing)
+SMOKE = dict(matches="16", losses="listwise_kl,bt", val_personas=8, val_items=64, train_items=128, batch_size=8,
+             show_worst=1, world_products=600, world_personas=100, pretrain_steps=3, pretrain_batch_size=32)
 
 
 def mpr(scores: np.ndarray, winners: np.ndarray) -> float:
@@ -109,7 +117,20 @@ def one_pass(start: str, teacher_judge: "Judge", loss: str, n_matches: int, pool
     return student, {"loss": float(np.mean(losses)), "top1_agreement_in_match": float(np.mean(agree))}
 
 
-def main() -> None:
+def summary_line(rows: list[dict]) -> str:
+    """The machine-readable last line: ``distill_signal: key=value ...`` (MPR in %, gains in pp)."""
+    start, ceiling, readout, *trained = rows
+    best = max(trained, key=lambda r: r["val_mpr"]) if trained else None
+    fig = {"start_val_mpr": start["val_mpr"], "ceiling_val_mpr": ceiling["val_mpr"],
+           "readout_val_mpr": readout["val_mpr"], "runs": len(trained),
+           "best_val_mpr": best["val_mpr"] if best else None,
+           "best_gain_pp": best["val_mpr"] - start["val_mpr"] if best else None,
+           "best_teacher_calls": best["teacher_calls"] if best else None,
+           "mean_top1_agreement": float(np.mean([r["top1_agreement_in_match"] for r in trained])) if trained else None}
+    return "distill_signal: " + " ".join(f"{key}={value:.4g}" for key, value in fig.items() if value is not None)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--matches", default="256,768,3072", help="match budgets (teacher calls), comma list")
     ap.add_argument("--losses", default="listwise_kl,bt", help="losses, comma list (listwise_kl, bt, plackett_luce)")
@@ -126,8 +147,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--start", help="start checkpoint; default the caption-pretrained one jobs/distill.py uses")
     ap.add_argument("--show-worst", type=int, default=4, help="worst-served personas to print")
+    ap.add_argument("--world-products", type=int, help="a demo world of this many products (default: the built-in one)")
+    ap.add_argument("--world-personas", type=int, help="personas of that world")
+    ap.add_argument("--pretrain-steps", type=int, help="caption-pretraining steps of the start (default: the job's)")
+    ap.add_argument("--pretrain-batch-size", type=int, help="caption-pretraining batch (default: the job's)")
+    ap.add_argument("--smoke", action="store_true", help="for CI, every step at toy size: %s" %
+                    ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
     ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
     torch.set_num_threads(args.threads)
 
     from distill import datasets
@@ -136,7 +166,17 @@ def main() -> None:
     from distill.text_encoder import shared_encoder
 
     t0 = time.time()
-    cfg = DistillJobConfig()
+    overrides: dict = {}
+    if args.world_products or args.world_personas:
+        overrides["world"] = {"name": f"bench-{args.world_products}-{args.world_personas}",
+                              **({"n_products": args.world_products} if args.world_products else {}),
+                              **({"n_personas": args.world_personas} if args.world_personas else {})}
+    if args.pretrain_steps or args.pretrain_batch_size:
+        base = DistillJobConfig().pretrain
+        steps = args.pretrain_steps or base.steps
+        overrides["pretrain"] = {"steps": steps, "warmup_steps": min(steps - 1, base.warmup_steps),
+                                 "batch_size": args.pretrain_batch_size or base.batch_size}
+    cfg = DistillJobConfig.model_validate(overrides)
     args.lr = args.lr or cfg.default.train.lr
     root, _ = resolve_root(cfg)
     start = args.start or ensure_pretrained(cfg, root)  # default: the same cached start as jobs/distill.py
@@ -196,6 +236,7 @@ def main() -> None:
     print(f"done in {out['minutes']} min")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
+    print(summary_line(rows))
 
 
 if __name__ == "__main__":

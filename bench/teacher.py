@@ -1,25 +1,36 @@
 """Teacher benchmark: what the VLM judge costs, measured on a real vLLM engine.
 
-    .venv/bin/python bench/teacher.py                      # tiny random Qwen2-VL on CPU (~5-10 min on 2 cores)
+    .venv/bin/python bench/teacher.py                      # tiny random Qwen2-VL on CPU (~10 min on 2 cores)
     .venv/bin/python bench/teacher.py --matches 64 --json out.json
+    .venv/bin/python bench/teacher.py --smoke              # every code path at toy size (CI)
     python bench/teacher.py --device gpu --full-size qwen2-vl-7b --image-side 448 --matches 512
 
 Every engine runs in a Ray actor (on CPU machines in the vLLM venv, ``--py-executable``,
 default ``<repo>/.venv-vllm/bin/python``), one at a time, all with the same ``VLMJudgeConfig``
 apart from the setting under test. Every match has its own freshly drawn images (vLLM's
 multimodal processor caches by image content, so reused images would measure that cache), and
-every engine is warmed up on other images before it is timed. Each figure is the best of
+every engine is warmed up on other images before it is timed. Each engine figure is the best of
 ``--repeats`` timed runs on fresh images (on a shared machine the least disturbed one). It prints:
 
-1. matches/s of the engine's path (a round's pass as the engine runs it: the job-long
-   ``JudgeHostPool`` sent batches of ``--batch-size`` matches with their candidates' payload; the
-   first pass includes the host's engine start, which a job pays once, the second is warm)
-   against a naive loop that sends one request per match to the same engine config;
+1. matches/s of the tournament job as users run it (``distill.tournament.job.run_job`` on a
+   dataset root written by ``distill.ingest``: Ray Data rounds -> the job-long judge host ->
+   the engine), over ``--personas`` personas x a catalog sized so the run plays ``--matches``
+   matches at k = 5; end to end (the host's engine start included, which a job pays once) and
+   marginal: (matches - 1) / (its wall time - the wall time of a 1-match run of the same job).
+   Later rounds re-show the winners' images, as in any tournament, so vLLM's image cache helps
+   those. Against it: batched judge calls in one actor and a naive loop that sends one request
+   per match, on the same engine config;
 2. matches/s with and without prefix caching (batched, per k), and the cached prompt tokens;
 3. prompt tokens per match at k = 2, 5 and 8 (what the engine really saw);
 4. the teacher cost of one persona's tournament over N = 4,096 images at each k: matches
    (``bracket.teacher_calls``), rounds, prompt tokens (an upper bound: tail matches may have
    fewer than k images) and engine time at the measured batched rate.
+
+The last line is machine-readable (``teacher: key=value ...``). ``--smoke`` (for CI: its
+numbers mean nothing) runs every step with a handful of matches and one repeat, but starts two
+engines instead of four, because an engine start costs 20-75 s on 2 cores: it skips the 1-match
+tournament run (so no marginal rate) and the engine without prefix caching (so no speed-up); both
+run the same code as the steps it keeps.
 
 ``--full-size qwen2-vl-7b`` builds the Qwen2-VL-7B architecture (28 layers, hidden 3584, GQA
 28/4 heads, 32-block 1280-wide vision tower: ~8.3 B parameters) with *random* weights
@@ -34,6 +45,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -45,12 +57,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from distill.ingest import IngestConfig, ingest  # noqa: E402
 from distill.judges.base import Candidate, MatchView  # noqa: E402
 from distill.judges.vlm import VLMJudgeConfig  # noqa: E402
-from distill.tournament import bracket  # noqa: E402
+from distill.tournament import JudgePoolConfig, TournamentConfig, bracket  # noqa: E402
+from distill.tournament.job import DataConfig, TournamentJobConfig, run_job  # noqa: E402
 
 PERSONAS = [
     "a retired geologist who restores old bicycles and bakes sourdough at weekends",
@@ -59,6 +72,7 @@ PERSONAS = [
     "a marathon runner and amateur astronomer living in a small flat",
 ]
 KS = (2, 5, 8)
+TOURNAMENT_K = 5
 
 # Qwen2-VL-7B-Instruct's architecture (text: Qwen2-7B; vision: 675 M ViT), for --full-size.
 FULL_SIZE = {
@@ -70,6 +84,9 @@ FULL_SIZE = {
                        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
     },
 }
+
+# --smoke: every step of the bench at toy size, two engine starts (CI runs it; the numbers mean nothing)
+SMOKE = dict(matches=4, naive_matches=2, repeats=1, personas=2, warmup=1, one_match_run=False, cache_off=False)
 
 
 def png(rng: np.random.Generator, side: int) -> bytes:
@@ -168,84 +185,124 @@ def actor_options(args, py: str | None) -> dict:
     return opts
 
 
-def bench_engine(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Generator, label: str) -> dict:
-    import ray
-
-    actor = ray.remote(BenchHost).options(**actor_options(args, py)).remote(cfg.model_dump())
-    try:
-        start = ray.get(actor.start_seconds.remote(), timeout=1800)
-        print(f"  [{label}] engine up in {start:.1f} s", flush=True)
-        # warm-up on other images: both code paths, every k
-        for k in KS:
-            ray.get(actor.run.remote(make_views(rng, 4, k, args.image_side, f"warm-{label}"), 4, False))
-            ray.get(actor.run.remote(make_views(rng, 2, k, args.image_side, f"warmn-{label}"), 1, True))
-        out = {"engine_start_s": start, "batched": {}, "naive": {}}
-
-        def best(n: int, k: int, batch: int, naive: bool, tag: str) -> dict:
-            # best of --repeats runs, each on fresh images, alternating the two code paths: on a
-            # shared machine the fastest run is the one least disturbed by other load
-            runs = [ray.get(actor.run.remote(make_views(rng, n, k, args.image_side, f"{tag}{r}-{label}"), batch, naive))
-                    for r in range(args.repeats)]
-            top = max(runs, key=lambda x: x["matches_per_s"])
-            top["all_matches_per_s"] = [x["matches_per_s"] for x in runs]
-            return top
-
-        for k in KS:
-            out["batched"][k] = best(args.matches, k, args.batch_size, False, "b")
-            print(f"  [{label}] k={k} batched: {out['batched'][k]['all_matches_per_s']} matches/s", flush=True)
-            if args.naive_matches:
-                out["naive"][k] = best(args.naive_matches, k, 1, True, "n")
-                print(f"  [{label}] k={k} naive:   {out['naive'][k]['all_matches_per_s']} matches/s", flush=True)
-        return out
-    finally:
-        ray.kill(actor)
+def write_root(rng: np.random.Generator, root: Path, n_items: int, side: int) -> str:
+    """A dataset root as users get one: images + a JSONL catalog + personas, through ``distill.ingest``."""
+    src = root / "src"
+    src.mkdir(parents=True)
+    with open(src / "catalog.jsonl", "w") as f:
+        for i in range(n_items):
+            (src / f"item{i:05d}.png").write_bytes(png(rng, side))
+            f.write(json.dumps({"item_id": f"item{i:05d}", "title": f"product {i}"}) + "\n")
+    (src / "personas.txt").write_text("\n".join(PERSONAS) + "\n")
+    out = str(root / "root")
+    ingest(IngestConfig(catalog_file=str(src / "catalog.jsonl"), personas_file=str(src / "personas.txt"),
+                        output=out, default_split="test", max_image_side=max(side, 16), progress=False))
+    return out
 
 
-def bench_ray_data(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Generator, k: int) -> dict:
-    """Round passes as the tournament runs them: the job-long judge host pool (``JudgeHostPool``,
-    one host here) sent batches with their candidates' payload. The first pass includes
-    the host's engine start (a job pays it once), the second runs on the warm engine."""
-    import pyarrow.compute as pc
-    import ray
+def bench_tournament(args, cfg: VLMJudgeConfig, py: str | None, rng: np.random.Generator, workdir: Path) -> dict:
+    """The tournament job end to end on this engine config: a 1-match run, then the full run.
 
-    from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig
-    from distill.tournament.worker import REQUEST_SCHEMA
-
-    n = args.matches
-    ids = [f"rd-{p}-{i}-{j}" for p in range(1 + args.repeats) for i in range(n) for j in range(k)]
-    payload = pa.table({"item_id": ids, "image": pa.array([png(rng, args.image_side) for _ in ids], pa.binary())})
+    Both go through ``run_job``, the job's public entry point, so this figure follows whatever
+    the engine does inside (round planning, Ray Data passes, the judge host pool, commits).
+    """
+    k = TOURNAMENT_K
+    per_persona = math.ceil(args.matches / args.personas)
+    n_items = (k - 1) * per_persona + 1  # a persona's knockout over n_items costs per_persona calls
+    root = write_root(rng, workdir / "tournament", n_items, args.image_side)
     pool = JudgePoolConfig(min_actors=1, max_actors=1, batch_size=args.batch_size, py_executable=py,
                            num_gpus=1 if args.device == "gpu" else 0)
 
-    def one_pass(hosts: JudgeHostPool, p: int) -> dict:
-        rows = [dict(match_key=f"m{p}-{i}", tournament_id=f"t{i % len(PERSONAS)}", persona_id=f"p{i % len(PERSONAS)}",
-                     persona_text=PERSONAS[i % len(PERSONAS)], round=p, match_index=i,
-                     candidate_ids=ids[(p * n + i) * k:(p * n + i + 1) * k], view_orders=[list(range(k))])
-                for i in range(n)]
-        table = pa.Table.from_pylist(rows, schema=REQUEST_SCHEMA)
-        blocks = [table.slice(i, pool.batch_size) for i in range(0, n, pool.batch_size)]
-        # the candidates' payload travels with each batch, as the engine's block tasks send it
-        cands = [payload.filter(pc.is_in(payload["item_id"], value_set=pc.list_flatten(b["candidate_ids"])))
-                 for b in blocks]
+    def run(name: str, personas: int, candidates: int | None) -> dict:
+        job = TournamentJobConfig(
+            data=DataConfig(root=root, persona_split="test", catalog_split="test", max_personas=personas,
+                            max_candidates=candidates),
+            tournament=TournamentConfig(k=k, seed=args.seed), judge=cfg, pool=pool,
+            output=str(workdir / "runs" / name), progress=False)
         t0 = time.perf_counter()
-        handles = hosts.for_round(len(blocks))
-        refs = [handles[j % len(handles)].judge_batch.remote(b, c) for j, (b, c) in enumerate(zip(blocks, cands))]
-        stamps = []
-        done = 0
-        for batch in map(ray.get, refs):
-            done += batch.num_rows
-            stamps.append((time.perf_counter(), done))
-            if batch["error"].null_count != batch.num_rows:
-                raise RuntimeError(f"Ray Data pass: failed matches, e.g. {[e for e in batch['error'].to_pylist() if e][0]}")
+        rep = run_job(job)
         wall = time.perf_counter() - t0
-        return {"matches": n, "wall_s": wall, "matches_per_s": n / wall, "batches": len(stamps)}
+        s = rep.summary
+        if s["failed_matches"]:
+            raise RuntimeError(f"tournament run {name}: {s['failed_matches']} failed matches")
+        return {"matches": s["matches"], "rounds": s["rounds"], "tournaments": s["tournaments"], "wall_s": wall,
+                "matches_per_s": s["matches"] / wall}
 
-    with JudgeHostPool(pool, cfg.model_dump(mode="json"), "argmax", "bench") as hosts:
-        first = one_pass(hosts, 0)
-        warm = [one_pass(hosts, p) for p in range(1, 1 + args.repeats)]
-    second = max(warm, key=lambda x: x["matches_per_s"])
-    second["all_matches_per_s"] = [x["matches_per_s"] for x in warm]
-    return {"k": k, "first_pass": first, "warm_pass": second}
+    one = None
+    if args.one_match_run:
+        one = run("one-match", 1, k)
+        print(f"  [tournament] 1-match run: {one['wall_s']:.1f} s (engine start + one round)", flush=True)
+    full = run("full", args.personas, None)
+    print(f"  [tournament] {full['tournaments']} personas x {n_items} items: {full['matches']} matches in "
+          f"{full['rounds']} rounds, {full['wall_s']:.1f} s", flush=True)
+    marginal = None
+    if one is not None and full["matches"] > one["matches"] and full["wall_s"] > one["wall_s"]:
+        marginal = (full["matches"] - one["matches"]) / (full["wall_s"] - one["wall_s"])
+    return {"k": k, "items": n_items, "one_match": one, "full": full, "marginal_matches_per_s": marginal}
+
+
+def bench_engines(args, cfgs: dict[str, VLMJudgeConfig], py: str | None, rng: np.random.Generator) -> dict:
+    """Each engine config in its own actor, one at a time (a start would disturb another's timing)."""
+    import ray
+
+    out = {}
+    for label, cfg in cfgs.items():
+        actor = ray.remote(BenchHost).options(**actor_options(args, py)).remote(cfg.model_dump())
+        try:
+            out[label] = time_engine(args, actor, rng, label)
+        finally:
+            ray.kill(actor)
+    return out
+
+
+def time_engine(args, actor, rng: np.random.Generator, label: str) -> dict:
+    import ray
+
+    start = ray.get(actor.start_seconds.remote(), timeout=1800)
+    print(f"  [{label}] engine up in {start:.1f} s", flush=True)
+    # warm-up on other images: both code paths, every k
+    for k in KS:
+        ray.get(actor.run.remote(make_views(rng, 4 * args.warmup, k, args.image_side, f"warm-{label}"), 4, False))
+        ray.get(actor.run.remote(make_views(rng, 2 * args.warmup, k, args.image_side, f"warmn-{label}"), 1, True))
+    out = {"engine_start_s": start, "batched": {}, "naive": {}}
+
+    def best(n: int, k: int, batch: int, naive: bool, tag: str) -> dict:
+        # best of --repeats runs, each on fresh images, alternating the two code paths: on a
+        # shared machine the fastest run is the one least disturbed by other load
+        runs = [ray.get(actor.run.remote(make_views(rng, n, k, args.image_side, f"{tag}{r}-{label}"), batch, naive))
+                for r in range(args.repeats)]
+        top = max(runs, key=lambda x: x["matches_per_s"])
+        top["all_matches_per_s"] = [x["matches_per_s"] for x in runs]
+        return top
+
+    for k in KS:
+        out["batched"][k] = best(args.matches, k, args.batch_size, False, "b")
+        print(f"  [{label}] k={k} batched: {out['batched'][k]['all_matches_per_s']} matches/s", flush=True)
+        if args.naive_matches:
+            out["naive"][k] = best(args.naive_matches, k, 1, True, "n")
+            print(f"  [{label}] k={k} naive:   {out['naive'][k]['all_matches_per_s']} matches/s", flush=True)
+    return out
+
+
+def summary_line(res: dict) -> str:
+    """The machine-readable last line: ``teacher: key=value ...`` (figures at k = 5 unless named)."""
+    on, off, t = res["prefix_caching_on"], res.get("prefix_caching_off"), res["tournament"]
+    k = TOURNAMENT_K
+    fig = {"tournament_matches_per_s": t["full"]["matches_per_s"],
+           "tournament_marginal_matches_per_s": t["marginal_matches_per_s"],
+           "batched_matches_per_s": on["batched"][k]["matches_per_s"],
+           "naive_matches_per_s": on["naive"][k]["matches_per_s"] if on["naive"] else None,
+           "batched_over_naive": (on["batched"][k]["matches_per_s"] / on["naive"][k]["matches_per_s"]
+                                  if on["naive"] else None),
+           "prefix_cache_speedup": (on["batched"][k]["matches_per_s"] / off["batched"][k]["matches_per_s"]
+                                    if off else None),
+           "prompt_tokens": on["batched"][k]["prompt_tokens"],
+           "cached_tokens": on["batched"][k]["cached_tokens"],
+           "engine_start_s": on["engine_start_s"],
+           "calls_per_persona_n4096": res["cost"][k]["matches"],
+           "prompt_tokens_ratio_k8_vs_k2": res["cost"][8]["prompt_tokens"] / res["cost"][2]["prompt_tokens"]}
+    # a figure the run could not measure (no naive loop, a marginal rate lost in noise) is left out
+    return "teacher: " + " ".join(f"{key}={value:.4g}" for key, value in fig.items() if value is not None)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -255,16 +312,31 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--load-format", default="auto", help="vLLM load_format; 'dummy' = random weights from the config")
     p.add_argument("--full-size", choices=sorted(FULL_SIZE), help="a full-size architecture with random weights (GPU)")
     p.add_argument("--py-executable", help="python of the judge actors (default on CPU: <repo>/.venv-vllm/bin/python)")
-    p.add_argument("--matches", type=int, default=48, help="timed matches per k and setting (batched and Ray Data)")
+    p.add_argument("--matches", type=int, default=48,
+                   help="timed matches per k and setting (batched), and matches of the tournament run")
     p.add_argument("--naive-matches", type=int, default=16, help="timed matches per k for the one-request loop (0 = skip)")
+    p.add_argument("--personas", type=int, default=4, choices=range(1, len(PERSONAS) + 1), metavar="1-4",
+                   help="personas of the tournament run")
     p.add_argument("--batch-size", type=int, default=16, help="matches per judge call (and vLLM max_num_seqs on CPU)")
     p.add_argument("--image-side", type=int, default=112, help="image side in px (the demo world's images are 112)")
     p.add_argument("--kv-cache-gib", type=float, default=1.0, help="CPU: KV cache size")
     p.add_argument("--n", type=int, default=4096, help="candidates per persona for the cost table")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per figure (fresh images each); the best is reported")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up rounds per engine, k and code path (x 4 batched / 2 naive matches)")
+    p.add_argument("--no-one-match-run", dest="one_match_run", action="store_false",
+                   help="skip the 1-match tournament run (saves an engine start; no marginal rate)")
+    p.add_argument("--no-cache-off", dest="cache_off", action="store_false",
+                   help="skip the engine without prefix caching (saves an engine start; no speed-up)")
+    p.add_argument("--smoke", action="store_true",
+                   help="for CI, every step at toy size with two engine starts: %s" %
+                        ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write every figure to this file")
     args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    sys.stdout.reconfigure(line_buffering=True)
 
     py = args.py_executable
     if py is None and args.device == "cpu":
@@ -277,40 +349,52 @@ def main(argv: list[str] | None = None) -> dict:
 
     rng = np.random.default_rng(args.seed)
     t_all = time.perf_counter()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"] * 3
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as tmp:
         model, load_format = build_model(args, py, Path(tmp))
         init_ray()
         print(f"teacher benchmark: model={args.full_size or model} load_format={load_format} device={args.device} "
-              f"images {args.image_side}px, batches of {args.batch_size}, {args.matches} timed matches per k", flush=True)
+              f"images {args.image_side}px, batches of {args.batch_size}, {args.matches} timed matches per k; "
+              f"load average {' '.join(load)} at start", flush=True)
         cfg_on = judge_config(args, model, load_format, True)
         cfg_off = judge_config(args, model, load_format, False)
-        print("Ray Data pass (k=5):", flush=True)
-        ray_data = bench_ray_data(args, cfg_on, py, rng, 5)
-        print("engine, prefix caching on:", flush=True)
-        on = bench_engine(args, cfg_on, py, rng, "cache on")
-        print("engine, prefix caching off:", flush=True)
-        off = bench_engine(args, cfg_off, py, rng, "cache off")
+        print(f"tournament job (k={TOURNAMENT_K}, prefix caching on):", flush=True)
+        tournament = bench_tournament(args, cfg_on, py, rng, Path(tmp))
+        print("engines, prefix caching on" + (" / off:" if args.cache_off else ":"), flush=True)
+        engines = bench_engines(args, {"cache on": cfg_on, **({"cache off": cfg_off} if args.cache_off else {})},
+                                py, rng)
+        on, off = engines["cache on"], engines.get("cache off")
+    import ray
 
-    res = {"args": vars(args), "ray_data": ray_data, "prefix_caching_on": on, "prefix_caching_off": off}
+    ray.shutdown()  # no actor log line may arrive after the summary line
+
+    res = {"args": vars(args), "load_avg_at_start": load, "tournament": tournament, "prefix_caching_on": on,
+           "prefix_caching_off": off}
     print()
-    print("1. Ray Data path vs one request per match (k=5, prefix caching on; same engine config)")
-    fp, wp = ray_data["first_pass"], ray_data["warm_pass"]
-    print(f"   Ray Data pass 1 (host engine start included):     {fp['matches_per_s']:7.2f} matches/s"
-          f"  ({fp['matches']} matches in {fp['wall_s']:.1f} s)")
-    print(f"   Ray Data pass, warm engine (as later rounds):     {wp['matches_per_s']:7.2f} matches/s"
-          f"  ({wp['matches']} matches in {wp['wall_s']:.1f} s)")
-    print(f"   batched judge calls in one actor:                  {on['batched'][5]['matches_per_s']:7.2f} matches/s")
+    print(f"1. The tournament job vs one actor's judge calls (k={TOURNAMENT_K}, prefix caching on; same engine config)")
+    one, full = tournament["one_match"], tournament["full"]
+    print(f"   tournament job, end to end (engine start included):  {full['matches_per_s']:7.2f} matches/s"
+          f"  ({full['matches']} matches in {full['wall_s']:.1f} s)")
+    marginal = tournament["marginal_matches_per_s"]
+    if one is None:
+        print("   tournament job, marginal (minus a 1-match run):          n/a (no 1-match run)")
+    else:
+        print("   tournament job, marginal (minus a 1-match run):      "
+              + (f"{marginal:7.2f} matches/s" if marginal else "    n/a (the runs' difference is below noise)")
+              + f"  (1-match run {one['wall_s']:.1f} s)")
+    print(f"   batched judge calls in one actor:                    {on['batched'][5]['matches_per_s']:7.2f} matches/s")
     if on["naive"]:
-        print(f"   naive loop, one request per match:                  {on['naive'][5]['matches_per_s']:7.2f} matches/s")
+        print(f"   naive loop, one request per match:                   {on['naive'][5]['matches_per_s']:7.2f} matches/s")
     print()
     print("2./3. per k: matches/s (batched) with / without prefix caching; naive loop; prompt tokens per match")
     print(f"   {'k':>2} {'cache on':>9} {'cache off':>9} {'speed-up':>8} {'naive':>7} {'prompt tok':>10} {'cached tok':>10}")
+    nan = float("nan")
     for k in KS:
-        b_on, b_off = on["batched"][k], off["batched"][k]
-        naive = on["naive"].get(k, {}).get("matches_per_s", float("nan"))
-        print(f"   {k:>2} {b_on['matches_per_s']:9.2f} {b_off['matches_per_s']:9.2f} "
-              f"{b_on['matches_per_s'] / b_off['matches_per_s']:7.2f}x {naive:7.2f} {b_on['prompt_tokens']:10.0f} "
-              f"{b_on['cached_tokens']:10.1f}")
+        b_on = on["batched"][k]
+        b_off = off["batched"][k]["matches_per_s"] if off else nan
+        naive = on["naive"].get(k, {}).get("matches_per_s", nan)
+        print(f"   {k:>2} {b_on['matches_per_s']:9.2f} {b_off:9.2f} {b_on['matches_per_s'] / b_off:7.2f}x "
+              f"{naive:7.2f} {b_on['prompt_tokens']:10.0f} {b_on['cached_tokens']:10.1f}")
     print()
     print(f"4. one persona's tournament over N = {args.n:,} images (this engine, batched, prefix caching on)")
     print(f"   {'k':>2} {'matches':>8} {'rounds':>6} {'prompt tokens':>14} {'engine time':>12} {'vs k=2':>7}")
@@ -328,9 +412,11 @@ def main(argv: list[str] | None = None) -> dict:
           f" job also pays one engine start per judge host: {on['engine_start_s']:.0f} s here)")
     res["cost"] = cost
     res["total_s"] = time.perf_counter() - t_all
-    print(f"\ntotal {res['total_s']:.0f} s")
+    res["load_avg_at_end"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
+    print(f"\ntotal {res['total_s']:.0f} s; load average {' '.join(res['load_avg_at_end'] or ['?'])} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    print(summary_line(res))
     return res
 
 

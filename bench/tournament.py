@@ -3,6 +3,7 @@
     .venv/bin/python bench/tournament.py                  # defaults: a few minutes on 2 cores
     .venv/bin/python bench/tournament.py --personas 32 --json out.json
     .venv/bin/python bench/tournament.py --max-actors 4   # on a machine with more than 4 CPUs
+    .venv/bin/python bench/tournament.py --smoke          # every figure at toy size on a small world (CI)
 
 Every figure comes from real ``run_tournaments`` runs on a local Ray (started once, before
 any timing); run outputs go to a temporary directory that is deleted at the end. Only the
@@ -36,6 +37,11 @@ demo world is cached, by ``ensure_world``, under ``$PERSONA_DISTILL_HOME``.
    winners under the hidden utility (``job.report``: ``truth.utility`` + ``percentile_rank``;
    the true best scores (N-1)/N), teacher calls per persona, and the share of multi-view
    matches whose first view alone would have picked another winner.
+
+The last line is machine-readable (``tournament: key=value ...``). ``--smoke`` plays every figure
+at toy size on a small demo world of its own (its numbers mean nothing; CI runs it so the bench
+cannot break unnoticed). The round-pass columns of figure 1 time the engine's private
+``_fan_out`` of ``play_block``; an engine without them gets the end-to-end figures only, and says so.
 """
 
 from __future__ import annotations
@@ -71,11 +77,21 @@ def machine() -> dict:
                 ray=ray.__version__, load_avg_1min=os.getloadavg()[0])
 
 
+# --smoke: every figure at toy size on a small world (CI runs it; the numbers mean nothing)
+SMOKE = dict(personas=2, max_candidates=50, n=64, ks="2,5", views="1,2", batch_size=16,
+             world_products=600, world_personas=100)
+
+
 @contextmanager
 def timed_passes():
-    """Record (matches, seconds) of every round's fan-out of block tasks by wrapping the engine's ``_fan_out``."""
+    """Record (matches, seconds) of every round's fan-out of block tasks by wrapping the engine's
+    ``_fan_out`` (a private hook: if the engine no longer has it or ``play_block``, nothing is
+    recorded and the pass columns say n/a)."""
     passes: list[tuple[int, float]] = []
-    original = engine._fan_out
+    original = getattr(engine, "_fan_out", None)
+    if original is None or not hasattr(engine, "play_block"):
+        yield passes
+        return
 
     def timed(fn, calls, *args, **kwargs):
         t = time.perf_counter()
@@ -99,13 +115,39 @@ def play(specs, payload, cfg, judge, pool, out_dir: str):
         return res, time.perf_counter() - t, passes
 
 
-def throughput(name: str, res, wall: float, passes: list[tuple[int, float]], one_match_pass: float) -> dict:
-    (n0, t0), (n_min, t_min) = passes[0], min(passes)
-    steady = (n0 - 1) / (t0 - one_match_pass) if t0 > one_match_pass else None
-    return dict(judge=name, matches=res.summary.matches, rounds=res.summary.rounds, seconds=round(wall, 2),
-                end_to_end=res.summary.matches / wall, round0=n0, round0_seconds=round(t0, 2),
-                one_match_pass_seconds=round(one_match_pass, 2), steady_state=steady,
-                smallest_round=n_min, smallest_round_seconds=round(t_min, 2), round_passes=passes)
+def throughput(name: str, res, wall: float, passes: list[tuple[int, float]], one_match_pass: float | None) -> dict:
+    row = dict(judge=name, matches=res.summary.matches, rounds=res.summary.rounds, seconds=round(wall, 2),
+               end_to_end=res.summary.matches / wall, round0=None, round0_seconds=None, one_match_pass_seconds=None,
+               steady_state=None, smallest_round=None, smallest_round_seconds=None, round_passes=passes)
+    if passes and one_match_pass is not None:
+        (n0, t0), (n_min, t_min) = passes[0], min(passes)
+        row.update(round0=n0, round0_seconds=round(t0, 2), one_match_pass_seconds=round(one_match_pass, 2),
+                   steady_state=(n0 - 1) / (t0 - one_match_pass) if t0 > one_match_pass else None,
+                   smallest_round=n_min, smallest_round_seconds=round(t_min, 2))
+    return row
+
+
+def summary_line(info: dict, k: int) -> str:
+    """The machine-readable last line: ``tournament: key=value ...``."""
+    thr = {r["judge"]: r for r in info["throughput"]}
+    calls = {r["k"]: r for r in info["teacher_calls"]}
+    row = calls.get(k) or info["teacher_calls"][0]
+    bias = info["position_bias"]
+    one_view = next(r for r in bias[1:] if r["n_views"] == 1) if any(r["n_views"] == 1 for r in bias[1:]) else None
+    most = max(bias[1:], key=lambda r: r["n_views"])
+    fig = {"noop_matches_per_s": thr["no-op (random)"]["end_to_end"],
+           "oracle_matches_per_s": thr["text oracle"]["end_to_end"],
+           "noop_steady_matches_per_s": thr["no-op (random)"]["steady_state"],
+           "oracle_steady_matches_per_s": thr["text oracle"]["steady_state"],
+           "calls_k": row["k"], "calls_per_persona": row["measured"], "calls_formula": row["formula"],
+           "calls_formula_equal": int(all(r["equal"] for r in info["teacher_calls"])),
+           "pairwise_over_k_calls": row["pairwise"] / row["measured"],
+           "unbiased_true_percentile": bias[0]["mean_true_percentile"],
+           "biased_agreement": one_view["agreement"] if one_view else None,
+           "debiased_views": most["n_views"], "debiased_agreement": most["agreement"],
+           "debiased_true_percentile": most["mean_true_percentile"],
+           "debiased_calls_ratio": most["calls_per_persona"] / bias[0]["calls_per_persona"]}
+    return "tournament: " + " ".join(f"{key}={value:.4g}" for key, value in fig.items() if value is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,9 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-actors", type=int, default=1,
                    help="judge actors (1 CPU each; 2 on a 2-CPU local Ray stalled the first round here)")
     p.add_argument("--batch-size", type=int, default=128, help="matches per judge call")
+    p.add_argument("--world-products", type=int, default=None, help="a demo world of this many products "
+                   "(default: the built-in demo world)")
+    p.add_argument("--world-personas", type=int, default=None, help="personas of that world")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="for CI, every figure at toy size: %s" %
+                   ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
     sys.stdout.reconfigure(line_buffering=True)
     t_start = time.perf_counter()
 
@@ -143,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-tournament-") as out:
-        root = ensure_world(WorldConfig())
+        world = WorldConfig()
+        if args.world_products or args.world_personas:
+            world = WorldConfig(name=f"bench-{args.world_products}-{args.world_personas}",
+                                n_products=args.world_products or world.n_products,
+                                n_personas=args.world_personas or world.n_personas)
+        root = ensure_world(world, progress=False)
         data = DataConfig(persona_split="test", catalog_split="test", max_personas=args.personas,
                           max_candidates=args.max_candidates or None)
         specs, catalog = build_specs(root, data, args.seed)
@@ -157,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                                specs[0].candidate_ids[:args.k])]
         for name, judge in (("no-op (random)", RandomJudgeConfig()), ("text oracle", TextOracleConfig())):
             # the 1-match run before and after the real one; the faster of the two (first actor starts run cold)
-            _, _, (before,) = play(tiny, catalog, cfg, judge, pool, out)
+            _, _, before = play(tiny, catalog, cfg, judge, pool, out)
             res, wall, passes = play(specs, catalog, cfg, judge, pool, out)
-            _, _, (after,) = play(tiny, catalog, cfg, judge, pool, out)
+            _, _, after = play(tiny, catalog, cfg, judge, pool, out)
             runs[name] = res, wall
-            rows.append(throughput(name, res, wall, passes, min(before[1], after[1])))
+            rows.append(throughput(name, res, wall, passes, min(before[0][1], after[0][1]) if passes else None))
         info["throughput"] = rows
         print(f"\n1. Engine throughput: {len(specs)} test personas x {n_cand} test items, k={args.k}, n_views=1, "
               f"matches/s (Ray start-up excluded)")
@@ -169,9 +224,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{'1-match run':>13}{'steady state':>14}{'later pass':>12}")
         for r in rows:
             steady = f"{r['steady_state']:.0f}" if r["steady_state"] else "n/a"
-            round0 = f"{r['round0']} in {r['round0_seconds']:.1f}s"
+            if r["round0"] is None:
+                round0, one_pass, later = "n/a", "n/a", "n/a"
+            else:
+                round0 = f"{r['round0']} in {r['round0_seconds']:.1f}s"
+                one_pass, later = f"{r['one_match_pass_seconds']:.1f}s", f"{r['smallest_round_seconds']:.1f}s"
             print(f"{r['judge']:<16}{r['matches']:>8}{r['rounds']:>7}{r['seconds']:>8.1f}{r['end_to_end']:>12.0f}"
-                  f"{round0:>16}{r['one_match_pass_seconds']:>12.1f}s{steady:>14}{r['smallest_round_seconds']:>11.1f}s")
+                  f"{round0:>16}{one_pass:>13}{steady:>14}{later:>12}")
+        if not rows[0]["round_passes"]:
+            print("   (round passes not timed: distill.tournament.engine has no _fan_out / play_block to wrap)")
         for r in rows:
             print(f"   {r['judge']} round passes (matches: s): "
                   + ", ".join(f"{n}: {t:.1f}" for n, t in r["round_passes"]))
@@ -243,10 +304,15 @@ def main(argv: list[str] | None = None) -> int:
               f"   first view differs = share of matches whose first view alone would have picked another winner.")
 
     info["total_seconds"] = round(time.perf_counter() - t_start, 1)
-    print(f"\ntotal wall time: {info['total_seconds']:.0f} s" + ("" if ok else "   FORMULA MISMATCH (see figure 2)"))
+    print(f"\ntotal wall time: {info['total_seconds']:.0f} s, load avg {os.getloadavg()[0]:.2f} at the end"
+          + ("" if ok else "   FORMULA MISMATCH (see figure 2)"))
     if args.json:
         Path(args.json).write_text(json.dumps(info, indent=2, default=float))
         print(f"figures written to {args.json}")
+    import ray
+
+    ray.shutdown()  # no worker log line may arrive after the summary line
+    print(summary_line(info, args.k))
     return 0 if ok else 1
 
 
