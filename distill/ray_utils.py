@@ -23,10 +23,11 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     # Ray copies the driver script's directory onto its workers' sys.path; for `python jobs/x.py`
-    # that is jobs/, where jobs/distill.py would shadow the `distill` package in every actor.
-    # The driver has already imported what it needs, and workers get the repo root instead.
-    jobs_dir = os.path.join(REPO_ROOT, "jobs")
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) != jobs_dir]
+    # that is jobs/, where jobs/distill.py would shadow the `distill` package in every actor (and
+    # bench/distill.py for `python bench/x.py`). The driver has already imported what it needs,
+    # and workers get the repo root instead.
+    script_dirs = {os.path.join(REPO_ROOT, d) for d in ("jobs", "bench")}
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.curdir) not in script_dirs]
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS")
     if address:
