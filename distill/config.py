@@ -32,6 +32,13 @@ class ConfigError(SystemExit):
         super().__init__(f"config error: {message}")
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: what went wrong and where (line, column), no source excerpt."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(err, 'problem', None) or type(err).__name__}{where}"
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
@@ -53,7 +60,11 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         key, raw = item.split("=", 1)
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -112,7 +123,10 @@ def build_config(model: type[M], yaml_text: str | None = None, overrides: list[s
     """Validate YAML + overrides into ``model``; errors name the offending field."""
     data: dict[str, Any] = {}
     if yaml_text:
-        loaded = yaml.safe_load(yaml_text)
+        try:
+            loaded = yaml.safe_load(yaml_text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"the config file is not valid YAML ({_yaml_problem(err)})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError("the YAML file must hold a mapping at top level")
         data = loaded or {}
@@ -139,7 +153,14 @@ def load_config(model: type[M], argv: list[str] | None = None, description: str 
 
         if not storage.exists(args.config):
             raise ConfigError(f"config file {args.config!r} does not exist")
-        text = storage.read_bytes(args.config).decode()
+        try:
+            text = storage.read_bytes(args.config).decode()
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {args.config!r} is not UTF-8 text") from None
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {args.config!r} is not valid YAML ({_yaml_problem(err)})") from None
     cfg = build_config(model, text, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

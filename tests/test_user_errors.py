@@ -157,3 +157,15 @@ def test_an_output_holding_another_run_is_a_user_error(tmp_path: Path) -> None:
     assert "Traceback" not in again.stderr
     last = again.stderr.strip().splitlines()[-1]
     assert last.startswith("tournament failed: ") and "other settings" in last and "overwrite" in last
+
+
+def test_unreadable_config_files_and_overrides_are_user_errors(tmp_path: Path, capsys) -> None:
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("data:\n  root: [unclosed\n")
+    line = _fails("tournament", ["--config", str(bad_yaml)], capsys)
+    assert f"config file '{bad_yaml}' is not valid YAML" in line and "line 3" in line
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("output: caf\xe9\n".encode("latin-1"))
+    assert "is not UTF-8 text" in _fails("ingest", ["--config", str(latin)], capsys)
+    line = _fails("distill", ["presets=[pad,"], capsys)
+    assert "override 'presets=[pad,'" in line and "not valid YAML" in line
