@@ -105,8 +105,7 @@ BENCHES = [
         "debiased_calls_ratio": equals(2)}),
     Bench("distill.py", ("--smoke",), {
         "train_samples_per_s_1w": positive, "train_samples_per_s_2w": positive, "ddp_ratio_2w_over_1w": positive,
-        "embed_images_per_s_single_process": positive, "embed_images_per_s_ray_data": positive,
-        "embed_ratio_ray_over_single": positive, "embed_images": equals(128)}),
+        "examples": equals(32)}),
     Bench("distill_signal.py", ("--smoke",), {
         "start_val_mpr": percent, "ceiling_val_mpr": between(90, 100), "readout_val_mpr": percent,
         "runs": equals(2), "best_val_mpr": percent, "best_gain_pp": between(-100, 100),
