@@ -136,8 +136,6 @@ def trained_student(args) -> tuple[str, str | None]:
     (jobs/pretrain.py's default output: trained once, then reused); --smoke: an untrained one."""
     from distill.student import StudentConfig, build_student
 
-    if args.student:
-        return args.student, None
     if args.smoke:
         import torch
 
@@ -151,6 +149,8 @@ def trained_student(args) -> tuple[str, str | None]:
 
     cfg = PretrainJobConfig()
     root = ensure_world(cfg.world, use_ray=False)
+    if args.student:  # a given trained student, over the demo world's catalog and personas
+        return args.student, root
     out = default_output(cfg)
     if not storage.exists(storage.join(out, "student.json")):
         print(f"training the caption-pretrained demo student once (cached at {out})", flush=True)
