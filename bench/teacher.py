@@ -1,6 +1,6 @@
 """Teacher benchmark: what the VLM judge costs, measured on a real vLLM engine.
 
-    .venv/bin/python bench/teacher.py                      # tiny random Qwen2-VL on CPU (~10 min on 2 cores)
+    .venv/bin/python bench/teacher.py                      # tiny random Qwen2-VL on CPU (four engine starts)
     .venv/bin/python bench/teacher.py --matches 64 --json out.json
     .venv/bin/python bench/teacher.py --smoke              # every code path at toy size (CI)
     python bench/teacher.py --device gpu --full-size qwen2-vl-7b --image-side 448 --matches 512
