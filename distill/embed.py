@@ -125,12 +125,15 @@ def catalog_dataset(root: str, columns: list[str], split: str | None = None,
     if not storage.exists(cdir):
         raise FileNotFoundError(f"no catalog under {root!r} (expected {cdir!r})")
     fs, path = storage.resolve(cdir)
-    ds = ray.data.read_parquet(path, filesystem=fs, num_cpus=io_cpus)
+    # read, filter and projection share one resource shape, so Ray Data fuses them into the read
+    # tasks (a filter at its default 1 CPU would be a separate stage holding a core on a small node)
+    io = {"num_cpus": io_cpus} if io_cpus is not None else {}
+    ds = ray.data.read_parquet(path, filesystem=fs, **io)
     if split:
-        ds = ds.filter(expr=col("split") == split)
+        ds = ds.filter(expr=col("split") == split, **io)
     if item_ids is not None:
-        ds = ds.filter(expr=col("item_id").is_in(list(item_ids)))
-    return ds.select_columns(columns)
+        ds = ds.filter(expr=col("item_id").is_in(list(item_ids)), **io)
+    return ds.select_columns(columns, **io)
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,9 +224,8 @@ def embed_catalog(dataset_root: str, checkpoint_uri: str, out_uri: str, cfg: Emb
         ImageEmbedder, batch_format="pyarrow", batch_size=cfg.batch_size,
         fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri, "device": device,
                                "torch_threads": cfg.torch_threads},
-        # every actor starts at once: loading the student is the pool's fixed cost, paid in parallel
-        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=max(cfg.min_actors, cfg.max_actors),
-                                           initial_size=max(cfg.min_actors, cfg.max_actors)),
+        # autoscaled from min_actors: an initial pool holding every core starves the read tasks
+        compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=max(cfg.min_actors, cfg.max_actors)),
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
     storage.delete(out_uri)  # a rerun replaces the files of an incomplete earlier attempt
     fs, path = storage.resolve(out_uri)

@@ -140,3 +140,34 @@ def test_bad_embeddings_rejected(tmp_path):
                     progress=False)
     with pytest.raises(ValueError, match="empty"):
         build_index(table.slice(0, 0), str(tmp_path), "c", "h", progress=False)
+
+
+@pytest.mark.slow
+def test_parallel_build_equals_the_in_process_build(ray_local, tmp_path):
+    """jobs/index.py's build: one training task, one task per shard reading the embedding files in
+    slices; the same shards, the same answers as the in-process build, and each shard's bytes,
+    memory need and task peak RSS in the manifest. (This machine has no GPU: the CPU branch.)"""
+    from serving.index import build_index_parallel, gpu_count
+
+    ids, vecs, table = _data(n=900)
+    emb = tmp_path / "emb"
+    for f, lo in enumerate(range(0, 900, 300)):
+        storage.write_table_atomic(table.slice(lo, 300), str(emb / f"part-{f}.parquet"))
+    cfg = IndexBuildConfig(factory="IVF16,Flat", n_shards=3, train_sample=600, search_params="nprobe=16",
+                           read_rows=128)
+    rep = build_index_parallel(str(emb), str(tmp_path / "par"), "c", "h", cfg, progress=False)
+    ref = build_index(table, str(tmp_path / "ref"), "c", "h", cfg, progress=False)
+    m = rep.manifest
+    assert m.n_items == 900 and m.train_sample == 600 and rep.train["sample"] == 600
+    assert gpu_count() == 0 and rep.train["gpus"] == 0
+    assert [s.n_items for s in m.shards] == [s.n_items for s in ref.shards]
+    for s in m.shards:
+        assert s.index_bytes > 0 and s.memory_bytes > s.index_bytes and s.build_peak_rss_bytes > 0
+    assert rep.max_shard_peak_rss_bytes == max(s.build_peak_rss_bytes for s in m.shards)
+    q = normalize(np.random.default_rng(4).standard_normal((25, 16)).astype(np.float32))
+    got_s, got = ShardedIndex(str(tmp_path / "par")).search(q, 10)
+    _, want = ShardedIndex(str(tmp_path / "ref")).search(q, 10)
+    assert got == want == exact_search(vecs, ids, q, 10)[1]  # nprobe = every cell: exact
+    with pytest.raises(ValueError, match="duplicate"):
+        storage.write_table_atomic(table.slice(0, 5), str(emb / "part-9.parquet"))
+        build_index_parallel(str(emb), str(tmp_path / "dup"), "c", "h", cfg, progress=False)
