@@ -23,7 +23,8 @@ def test_sweep_job_records_the_grid_and_the_distill_job_applies_the_choice(ray_l
     args = WORLD + ["pretrain.steps=4", "pretrain.max_items=128", "pretrain.batch_size=32", "pretrain.warmup_steps=1",
                     "eval.val_personas=4", "eval.val_max_candidates=96", "progress=false", f"output={out}",
                     "default.cycles=1", "default.matches_per_cycle=8", "default.train_catalog_max_items=128",
-                    "default.train.num_workers=1", "sweep.presets=[default]", "sweep.lr_factors=[1.0, 3.0]",
+                    "default.train.num_workers=1", "default.embed.max_actors=1",
+                    "sweep.presets=[default]", "sweep.lr_factors=[1.0, 3.0]",
                     "sweep.knob=train.epochs", "sweep.knob_values=[1]"]
     record = entry.main(args)
     printed = capsys.readouterr().out
