@@ -103,6 +103,9 @@ def test_caption_pretrain_trains_on_the_templated_captions(tmp_path):
 
     table = _catalog().set_column(2, "image", pa.array([png("green"), png("red")], pa.binary()))
     datasets.write_catalog_part(table, str(tmp_path / "root"), "train-00000")
+    from distill import storage
+
+    storage.write_json_atomic({"kind": "test"}, datasets.manifest_path(str(tmp_path / "root")))  # a complete root
     cfg = PretrainConfig(student=StudentConfig(arch="tiny-test"), caption_template="{article} with a {motif} print",
                          max_items=None, steps=2, batch_size=2, warmup_steps=0, threads=1)
     report = caption_pretrain(cfg, str(tmp_path / "root"), str(tmp_path / "student"), progress=False)
