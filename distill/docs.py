@@ -32,6 +32,7 @@ JOB_CONFIGS: dict[str, str] = {
     "jobs/evaluate.py": "distill.evaluate_job:EvaluateJobConfig",
     "jobs/pool_runs.py": "distill.evaluate_job:PoolRunsConfig",
     "jobs/index.py": "serving.pipeline:IndexJobConfig",
+    "jobs/pipeline.py": "distill.pipeline:PipelineConfig",
 }
 
 

@@ -43,6 +43,9 @@ class IndexJobConfig(BaseModel):
                                    "default: build `student` untrained with `seed` and save it beside the index")
     student: StudentConfig = Field(default_factory=StudentConfig, description="the student, when no checkpoint")
     seed: int = Field(0, description="torch seed of the untrained student")
+    allow_untrained: bool = Field(True, description=(
+        "without a checkpoint, index the untrained `student` (smoke runs); the shipped configs set false, "
+        "so they serve a distilled student (jobs/pipeline.py passes its checkpoint by id)"))
     output: str | None = Field(None, description="index root URI; default $PERSONA_DISTILL_HOME/indexes/<name>")
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="the Ray Data embedding pool")
     index: IndexBuildConfig = Field(default_factory=IndexBuildConfig, description="FAISS factory, shards, version")
@@ -88,6 +91,12 @@ def index_root(cfg: IndexJobConfig) -> str:
 
 def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
     from distill import datasets
+
+    if not cfg.checkpoint and not cfg.allow_untrained:
+        from distill.config import ConfigError
+
+        raise ConfigError("checkpoint is empty and allow_untrained is false: set checkpoint=<a distilled student>, "
+                          "or run jobs/pipeline.py, which indexes the checkpoint it distilled")
 
     started = time.perf_counter()
     # before the first actor starts: the catalog (split) it indexes has rows

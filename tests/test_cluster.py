@@ -72,7 +72,7 @@ def _types(doc: dict) -> dict[str, dict]:
 
 def test_cluster_folder_has_the_manifests_the_docs_name() -> None:
     names = {p.name for p, _ in DOCS}
-    assert {"raycluster.yaml", "rayjob-tournament.yaml", "rayjob-index.yaml", "rayservice.yaml"} <= names
+    assert {"raycluster.yaml", "rayjob-tournament.yaml", "rayjob-pipeline.yaml", "rayservice.yaml"} <= names
     if (REPO / "jobs" / "distill.py").exists():
         assert "rayjob-distill.yaml" in names, "jobs/distill.py exists: cluster/ needs its RayJob"
     kinds = {d["kind"] for _, d in DOCS}
@@ -221,20 +221,27 @@ def test_embedded_clusters_are_the_raycluster_groups(path: Path, doc: dict) -> N
         assert ours == theirs, f"{path.name}: group {group['groupName']} differs from cluster/raycluster.yaml"
 
 
-def test_one_image_one_ray_version_one_shared_volume() -> None:
+def test_two_images_one_ray_version_one_shared_volume() -> None:
+    """The GPU image on GPU groups, the slim CPU image on the head, CPU groups and Serve pods; both on
+    the Ray and Python the project pins (tests/test_images.py checks what the images install)."""
     import ray
 
-    dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
-    base = re.search(r"^ARG RAY_IMAGE=rayproject/ray:(\S+)$", dockerfile, re.M)
-    assert base and re.search(r"^FROM \$\{RAY_IMAGE\}$", dockerfile, re.M)
-    tag = base.group(1)
-    version, py, flavour = tag.split("-")
-    assert flavour == "gpu" and py in ("py310", "py311", "py312"), "a Python the project supports (>=3.10,<3.13)"
-    assert version == ray.__version__, "the image's Ray must be the Ray the project pins and tests"
-    assert re.search(r'pip install -e "\.\[gpu\]"', dockerfile)
-    home = re.search(r"PERSONA_DISTILL_HOME=(\S+)", dockerfile).group(1)
+    homes, tags = set(), set()
+    for flavour in ("gpu", "cpu"):
+        dockerfile = (REPO / "cluster" / f"Dockerfile.{flavour}").read_text()
+        base = re.search(r"^ARG RAY_IMAGE=rayproject/ray:(\S+)$", dockerfile, re.M)
+        assert base and re.search(r"^FROM \$\{RAY_IMAGE\}$", dockerfile, re.M)
+        version, py, base_flavour = base.group(1).split("-")
+        assert py in ("py310", "py311", "py312"), "a Python the project supports (>=3.10,<3.13)"
+        assert version == ray.__version__, "the image's Ray must be the Ray the project pins and tests"
+        tags.add((version, py))
+        homes.add(re.search(r"PERSONA_DISTILL_HOME=(\S+)", dockerfile).group(1))
+    assert len(tags) == 1, f"one Ray and one Python in every pod: {tags}"
+    assert len(homes) == 1
+    version = tags.pop()[0]
+    home = homes.pop()
     claim = STORAGE["metadata"]["name"]
-    images = set()
+    images: dict[str, set[str]] = {"gpu": set(), "cpu": set()}
     for _, doc in DOCS:
         spec = V.cluster_spec_of(doc)
         assert spec["rayVersion"] == version
@@ -242,13 +249,16 @@ def test_one_image_one_ray_version_one_shared_volume() -> None:
             pod = group["template"]["spec"]
             claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
             for c in pod["containers"]:
-                images.add(c["image"])
+                gpus = (c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
+                images["gpu" if gpus else "cpu"].add(c["image"])
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert env.get("PERSONA_DISTILL_HOME") == home
                 mounts = [m for m in c["volumeMounts"] if claims.get(m["name"]) == claim]
                 assert mounts and home.startswith(mounts[0]["mountPath"].rstrip("/") + "/"), \
                     "PERSONA_DISTILL_HOME must be on the shared volume in every pod"
-    assert len(images) == 1, f"one image for every pod, found {images}"
+    assert len(images["gpu"]) == 1 and len(images["cpu"]) == 1, f"one GPU image and one CPU image: {images}"
+    assert images["gpu"] != images["cpu"]
+    assert all("-gpu:" in i for i in images["gpu"]) and all("-cpu:" in i for i in images["cpu"])
 
 
 @pytest.mark.parametrize(("path", "doc"), DOCS, ids=DOC_IDS)
@@ -305,7 +315,7 @@ def test_rayjob_runs_a_repo_job_on_its_own_cluster_and_shuts_it_down(path: Path,
     assert spec["shutdownAfterJobFinishes"] is True
     assert "rayClusterSpec" in spec and "clusterSelector" not in spec, "shutdown only applies to a cluster the job owns"
     assert shlex.split(spec["entrypoint"])[:2] == ["python", ENTRYPOINT.match(spec["entrypoint"]).group(1)]
-    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "cluster" / "Dockerfile").read_text(), re.M).group(1)
+    workdir = re.search(r"^WORKDIR (\S+)$", (REPO / "cluster" / "Dockerfile.cpu").read_text(), re.M).group(1)
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"] == workdir, \
         "the relative entrypoint must run in the image's checkout"
     job, config, cfg, _, err = _job_config(spec["entrypoint"])
@@ -413,7 +423,7 @@ def test_rayservice_serves_the_repo_serve_config_and_the_cluster_index() -> None
     ours = {a["name"]: a for a in _serve_config()["applications"]}
     theirs = {a["name"]: a for a in yaml.safe_load(repo_serve.read_text())["applications"]}
     assert ours.keys() == theirs.keys()
-    index_out = yaml.safe_load((REPO / "configs" / "cluster" / "index-gpu.yaml").read_text())["output"]
+    index_out = yaml.safe_load((REPO / "configs" / "cluster" / "pipeline-gpu.yaml").read_text())["output"] + "/index"
     for name, app in ours.items():
         other = theirs[name]
         for key in ("import_path", "route_prefix", "runtime_env", "deployments"):
@@ -421,7 +431,7 @@ def test_rayservice_serves_the_repo_serve_config_and_the_cluster_index() -> None
         ours_args = {k: v for k, v in app["args"].items() if k != "index_root"}
         their_args = {k: v for k, v in other["args"].items() if k != "index_root"}
         assert ours_args == their_args, "args (autoscaling included) must match configs/serve.yaml"
-        assert app["args"]["index_root"] == index_out, "serve the index cluster/rayjob-index.yaml writes"
+        assert app["args"]["index_root"] == index_out, "serve the index cluster/rayjob-pipeline.yaml writes"
 
 
 def test_serve_deployments_fit_the_rayservice_cluster() -> None:
@@ -432,7 +442,7 @@ def test_serve_deployments_fit_the_rayservice_cluster() -> None:
     from ray import serve
 
     args = getattr(module, "SearchAppArgs").model_validate(app["args"])
-    n_shards = yaml.safe_load((REPO / "configs" / "cluster" / "index-gpu.yaml").read_text())["index"]["n_shards"]
+    n_shards = yaml.safe_load((REPO / "configs" / "cluster" / "pipeline-gpu.yaml").read_text())["index"]["index"]["n_shards"]
     types = _types(RAYSERVICE)
     # role -> (deployment class in the module, replica copies at max autoscaling)
     roles = {"ingress": ("SearchIngress", args.ingress_autoscaling.max_replicas),

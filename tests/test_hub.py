@@ -197,3 +197,25 @@ def test_vlm_judge_downloads_a_repo_id_through_the_hub_endpoint(tmp_path, vllm_p
     weights = {p.name for p in Path(tiny_vlm).glob("*.safetensors")}
     assert weights and weights <= fetched and "config.json" in fetched and "tokenizer.json" in fetched
     assert list((home / "hub").glob("models--persona-distill--tiny-qwen2-vl/snapshots/*/config.json"))
+
+
+def test_a_loaded_checkpoint_logs_no_random_initialisation(tmp_path, caplog):
+    """open_clip warns "initialized randomly" when it loads no weights; a checkpoint load goes through
+    its ``pretrained=`` path, so the warning appears for a fresh random student and never for a load."""
+    import logging
+
+    import torch
+
+    from distill.student import Student, build_student
+
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING):
+        fresh = build_student(StudentConfig(arch="tiny-test"))
+    assert "initialized randomly" in caplog.text, "the warning is captured here when it is due"
+    fresh.save(str(tmp_path / "ckpt"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loaded = Student.load(str(tmp_path / "ckpt"))
+        again = build_student(StudentConfig(arch="tiny-test", pretrained=str(tmp_path / "ckpt")))
+    assert "initialized randomly" not in caplog.text and "No pretrained weights" not in caplog.text
+    assert loaded.checkpoint_id == again.checkpoint_id == fresh.checkpoint_id
