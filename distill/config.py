@@ -171,14 +171,11 @@ def load_config(model: type[M], argv: list[str] | None = None, description: str 
 
 def prepare_models(cfg: BaseModel) -> None:
     """Offline only when the user says so or every model is local (``distill.hub``); a model that
-    offline mode cannot reach is one line naming its setting and exit code 2."""
-    from distill.hub import ModelUnavailable, prepare
+    offline mode cannot reach raises ``hub.ModelUnavailable``, a ``UserError`` naming its setting
+    (``run_job`` prints it as one line, exit code 2)."""
+    from distill.hub import prepare
 
-    try:
-        prepare(cfg)
-    except ModelUnavailable as err:
-        print(f"model error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    prepare(cfg)
 
 
 def _type_name(annotation: Any) -> str:

@@ -3,7 +3,8 @@
 
 Stages, each calling the stage's own library entry point, each resumable:
 
-1. ``data``     the dataset root, or the demo world built on first use (``ensure_world``).
+1. ``data``     the dataset root (every split checked), or the demo world built on first use
+                (``datasets.resolve_root``).
 2. ``start``    the student distillation starts from: caption-pretrained on the catalog
                 (``start=caption_pretrain``, the demo's baseline) or the student config's own
                 pretrained weights as they are (``start=pretrained``, PAD's start: e.g. ViT-B-32
@@ -39,6 +40,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distill import storage
+from distill.errors import DataError
 from distill.distill_job import DistillJobConfig
 from distill.world import WorldConfig
 from serving.pipeline import IndexJobConfig
@@ -50,7 +52,7 @@ STAGES = ("data", "start", "distill", "index", "serve")
 OWNED = {"distill": ("root", "world", "output", "start_checkpoint"), "index": ("dataset", "world", "output", "checkpoint")}
 
 
-class PipelineError(Exception):
+class PipelineError(DataError):
     """A pipeline that cannot go on for a reason the user can fix (one line, exit code 2)."""
 
 
@@ -230,15 +232,12 @@ def _summary(outputs: dict[str, Any]) -> str:
 
 
 def stage_data(cfg: PipelineConfig) -> dict[str, Any]:
-    from distill import datasets
+    """The dataset root, checked for every split the later stages read, or the demo world."""
+    from distill.datasets import resolve_root
 
-    if cfg.root:
-        if not storage.exists(datasets.manifest_path(cfg.root)):
-            raise PipelineError(f"root {cfg.root!r} is not a dataset root (no manifest.json); run jobs/ingest.py first")
-        return {"root": _absolute(cfg.root), "demo": False}
-    from distill.world import ensure_world
-
-    return {"root": _absolute(ensure_world(cfg.world)), "demo": True}
+    root, demo = resolve_root(cfg.root, cfg.world, "pipeline", catalog=("train", "val", "test"),
+                              personas=("train", "val", "test"))
+    return {"root": _absolute(root), "demo": demo}
 
 
 def stage_start(cfg: PipelineConfig, root: str, output: str, state: PipelineState) -> dict[str, Any]:

@@ -17,25 +17,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distill.config import load_config  # noqa: E402
-from distill.pipeline import PipelineConfig, PipelineError, run  # noqa: E402
+from distill.config import run_job  # noqa: E402
+from distill.pipeline import PipelineConfig, run  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = ["deploy=true" if a == "--deploy" else a for a in argv]  # the flag is the override's spelling
-    cfg = load_config(PipelineConfig, argv)
-    try:
-        result = run(cfg)
-    except PipelineError as err:
-        print(f"pipeline error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+def _run(cfg: PipelineConfig) -> dict:
+    result = run(cfg)
     print(f"checkpoint {result['checkpoint_id'][:16]} ({result['checkpoint']})")
     print(f"index {result['index']['version']} at {result['index']['index_root']} ({result['index']['n_items']} items)")
     print(f"serve config: {result['serve_config']}   (serve deploy {result['serve_config']})")
     if result["url"]:
         print(f"serving at {result['url']}")
     return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["deploy=true" if a == "--deploy" else a for a in argv]  # the flag is the override's spelling
+    return run_job(PipelineConfig, _run, argv, name="pipeline")
 
 
 if __name__ == "__main__":
