@@ -87,7 +87,9 @@ class PipelineConfig(BaseModel):
         "(the demo's baseline); pretrained = distill.pretrain.student with its pretrained weights as they are (PAD)"))
     distill: DistillJobConfig = Field(default_factory=DistillJobConfig, description=(
         "the distillation run (judge, pool, presets, eval); root, world, output and start_checkpoint are the pipeline's"))
-    serve_preset: str = Field("default", description="the preset whose checkpoint is indexed and served")
+    serve_preset: str = Field("default", description=(
+        "the arm whose checkpoint is indexed and served (its first training seed); distill.presets defaults to "
+        "this arm alone and distill.seeds to 1"))
     index: IndexJobConfig = Field(default_factory=IndexJobConfig, description=(
         "embedding pool and FAISS settings; dataset, world, output and checkpoint are the pipeline's"))
     serve: ServeStageConfig = Field(default_factory=ServeStageConfig)
@@ -114,6 +116,9 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"{section}.{clash[0]} is set by the pipeline; set `root`, `world` or `output` at the top")
             if section == "distill":
                 sub["root"] = data.get("root")
+                # a pipeline serves one student: the served arm alone, one training seed, unless set
+                sub.setdefault("presets", [data.get("serve_preset") or "default"])
+                sub.setdefault("seeds", 1)
                 if data.get("teacher"):
                     recipe = _read_teacher(data["teacher"])
                     for key in ("judge", "pool"):
@@ -274,12 +279,13 @@ def stage_distill(cfg: PipelineConfig, root: str, output: str, state: PipelineSt
     from distill.distill_job import run
 
     report = run(_distill_config(cfg, root, output, state.checkpoint(start_id)))
-    ids = {preset: state.register(uri) for preset, uri in report["checkpoints"].items()}
+    # one checkpoint per arm and training seed; the served one is the arm's first seed (distill.seed)
+    ids = {preset: [state.register(uri) for uri in uris] for preset, uris in report["checkpoints"].items()}
     mpr = {row["model"]: row.get("mpr") for row in report["rows"]}
     if cfg.progress:
         print(report["table"], flush=True)
-    return {"checkpoint_id": ids[cfg.serve_preset], "preset": cfg.serve_preset, "checkpoint_ids": ids,
-            "test_mpr": mpr, "report": storage.join(report["output"], "eval", "report.json")}
+    return {"checkpoint_id": ids[cfg.serve_preset][0], "preset": cfg.serve_preset, "seed": report["seeds"][0],
+            "checkpoint_ids": ids, "eval_split": report["split"], "mpr": mpr}
 
 
 def stage_index(cfg: PipelineConfig, root: str, output: str, state: PipelineState, ckpt_id: str) -> dict[str, Any]:
@@ -373,7 +379,7 @@ def run(cfg: PipelineConfig) -> dict[str, Any]:
     storage.write_bytes_atomic(yaml.safe_dump(config, sort_keys=False).encode(), serve_uri)
     result = {"output": output, "root": root, "start_checkpoint_id": start["checkpoint_id"],
               "checkpoint_id": ckpt_id, "checkpoint": state.checkpoint(ckpt_id), "index": index,
-              "serve_config": serve_uri, "test_mpr": distilled.get("test_mpr"), "url": None}
+              "serve_config": serve_uri, "mpr": distilled.get("mpr"), "url": None}
     state.stages["serve"] = StageRecord(key=_key(config), outputs={"serve_config": serve_uri,
                                                                    "deployed": cfg.deploy}, seconds=0.0)
     state.save(output)

@@ -21,7 +21,7 @@ from distill.pipeline import PipelineConfig, PipelineState, serve_config
 REPO = Path(__file__).resolve().parents[1]
 WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=300", "world.image_size=64",
          "world.parts_per_split=1"]  # the world tests/test_distill.py builds (cached once per machine)
-SMALL = ["distill.presets=[default]", "distill.pretrain.steps=4", "distill.pretrain.max_items=128",
+SMALL = ["distill.pretrain.steps=4", "distill.pretrain.max_items=128",
          "distill.pretrain.batch_size=32", "distill.pretrain.warmup_steps=1", "distill.eval.test_personas=6",
          "distill.eval.test_max_candidates=160", "distill.eval.val_personas=4", "distill.eval.val_max_candidates=96",
          "distill.default.cycles=1", "distill.default.matches_per_cycle=8", "distill.default.train_catalog_max_items=128",
@@ -120,7 +120,7 @@ def test_pipeline_demo_world_to_a_persona_query_over_http(ray_local, tmp_path, c
     state = PipelineState.load(result["output"])
     distilled = state.stages["distill"].outputs
     # the served checkpoint is the preset's result (the best-validating cycle, which may be the start itself)
-    assert result["checkpoint_id"] == distilled["checkpoint_ids"]["default"]
+    assert result["checkpoint_id"] == distilled["checkpoint_ids"]["default"][0]
     assert state.checkpoints[result["checkpoint_id"]] == result["checkpoint"]
     from distill.student import read_checkpoint_meta
 
