@@ -124,6 +124,10 @@ BENCHES = [
 PENDING: dict[str, str] = {}
 
 
+# a hang guard, not a speed check: a smoke run takes about a minute on an idle 2-core box and up to
+# ~9 minutes when the box is shared by many jobs; a stalled one must not eat make test's 25 minutes
+SMOKE_TIMEOUT_S = 600
+
 # a line Ray forwards from a worker's output, e.g. "(BenchHost pid=123) ..." (maybe ANSI-coloured): it
 # can reach the driver's stdout after the bench's own last line
 RAY_WORKER_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\([^)]*pid=\d+[^)]*\)")
@@ -154,7 +158,7 @@ def test_bench_smoke(bench: Bench, request, tmp_path):
     args = [a.format(**values) for a in bench.args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     proc = subprocess.run([sys.executable, str(BENCH_DIR / bench.script), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=SMOKE_TIMEOUT_S)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
     figures = parse_last_line(proc.stdout, bench.name)
     missing = sorted(set(bench.checks) - set(figures))
