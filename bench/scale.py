@@ -15,8 +15,10 @@ every title of every match, which no orchestration can make cheap on 2 cores).
 Per run it prints wall time (Ray start-up included), end-to-end matches/s (all matches over the
 ``run_tournaments`` wall time: judge start-up, candidate payload staging, every round, the final
 tables), driver peak RSS (``getrusage`` of the driver process) and the object store's peak
-(plasma bytes in use, polled every 0.25 s). The 1 M index build figure comes from helper
-"embed"'s parallel build; until that API is merged this prints ``index_build_1m_s=nan``.
+(plasma bytes in use, polled every 0.25 s). Last, the index build over as many synthetic
+vectors as the largest size (``serving.index.build_index_parallel``: one training task, one
+task per shard): its wall time and the largest shard task's peak RSS (``--no-index`` skips it
+and prints ``index_build_1m_s=nan``).
 
 Last line: ``scale: rss_ratio_1m_vs_100k=<x> noop_matches_per_s_1m=<y> index_build_1m_s=<z>``
 (under ``--smoke`` the two largest smoke sizes stand in for 100 k and 1 M).
@@ -175,9 +177,42 @@ def measure(root: str, judge: str, personas: int, args: argparse.Namespace, scra
     return json.loads(line)
 
 
-def index_build_1m() -> tuple[float, str]:
-    """The 1 M index build's wall time from helper "embed"'s parallel build, when it exists."""
-    return math.nan, "index build: not measured here (the parallel shard build's API is not on main yet)"
+def write_vectors(out: str, part: int, start: int, rows: int, dim: int) -> None:
+    """One embeddings part (a Ray task): ``rows`` seeded random unit vectors, as the embedding
+    pipeline writes them (``item_id``, ``vector``)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from distill import storage
+
+    v = np.random.default_rng(part).standard_normal((rows, dim), dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(v.ravel()), dim)
+    table = pa.table({"item_id": [f"item-{i:08d}" for i in range(start, start + rows)], "vector": vectors})
+    storage.write_table_atomic(table, storage.join(out, f"part-{part:05d}.parquet"))
+
+
+def index_build(items: int, dim: int, factory: str, shards: int, scratch: str) -> dict:
+    """helper "embed"'s parallel index build (``serving.index.build_index_parallel``) over
+    ``items`` synthetic vectors: wall time, and the largest peak RSS of a shard task."""
+    import ray
+
+    from distill.ray_utils import init_ray
+    from serving.index import IndexBuildConfig, build_index_parallel
+
+    init_ray()
+    emb = os.path.join(scratch, f"embeddings-{label(items)}")
+    task = ray.remote(num_cpus=1)(write_vectors)
+    ray.get([task.remote(emb, p, s, min(PART_ROWS, items - s), dim)
+             for p, s in enumerate(range(0, items, PART_ROWS))])
+    t = time.perf_counter()
+    rep = build_index_parallel(emb, os.path.join(scratch, f"index-{label(items)}"), checkpoint_id="synthetic",
+                               checkpoint_hash="synthetic", progress=False,
+                               cfg=IndexBuildConfig(factory=factory, n_shards=shards, train_sample=min(items, 50_000)))
+    seconds = time.perf_counter() - t
+    ray.shutdown()
+    subprocess.run(["rm", "-rf", emb, os.path.join(scratch, f"index-{label(items)}")], check=False)
+    return dict(seconds=seconds, shard_peak_rss_mib=rep.max_shard_peak_rss_bytes / 2**20, train=rep.train)
 
 
 def label(n: int) -> str:
@@ -195,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=1024, help="matches per judge call")
     p.add_argument("--data-dir", default=None, help="where dataset roots live (default: a temp dir, deleted)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    p.add_argument("--index", action=argparse.BooleanOptionalAction, default=True,
+                   help="also build the index over as many synthetic vectors as the largest size (--no-index: skip)")
+    p.add_argument("--index-dim", type=int, default=384)
+    p.add_argument("--index-factory", default="IVF1024,Flat")
+    p.add_argument("--index-shards", type=int, default=4)
     p.add_argument("--smoke", action="store_true", help="tiny sizes (CI): 1k and 2k items, 8 personas, N=256, no-op judge only")
     # internal: one measured run
     p.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
@@ -207,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.smoke:
         args.sizes, args.personas, args.text_personas, args.n, args.batch_size = "1000,2000", 8, 2, 256, 256
+        args.index_dim, args.index_factory, args.index_shards = 32, "IVF16,Flat", 2
         args.text_max_items = 0  # the text oracle's MiniLM load alone would take most of a minute
     sys.stdout.reconfigure(line_buffering=True)
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -235,11 +276,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {who:<22} matches {r['matches']:>9,}  wall {r['wall_s']:>7.1f} s  engine {r['engine_s']:>7.1f} s"
                       f"  {r['matches_per_s']:>8.0f} matches/s  driver peak RSS {r['driver_peak_rss_mib']:>6.0f} MiB"
                       f"  object store peak {r['object_store_peak_mib']:>6.0f} MiB")
+        index_s = math.nan
+        if args.index:
+            ix = index_build(sizes[-1], args.index_dim, args.index_factory, args.index_shards, data_dir)
+            index_s = round(ix["seconds"], 1)
+            print(f"\nindex build ({label(sizes[-1])} x {args.index_dim} synthetic vectors, {args.index_factory}, "
+                  f"{args.index_shards} shards, serving.index.build_index_parallel): {ix['seconds']:.1f} s, "
+                  f"largest shard task peak RSS {ix['shard_peak_rss_mib']:.0f} MiB")
     finally:
         if owned:
             subprocess.run(["rm", "-rf", data_dir], check=False)
-    index_s, note = index_build_1m()
-    print(f"\n{note}")
     big, mid = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
     ratio = results[big]["noop"]["driver_peak_rss_mib"] / results[mid]["noop"]["driver_peak_rss_mib"]
     print(f"scale: rss_ratio_1m_vs_100k={ratio:.2f} noop_matches_per_s_1m={results[big]['noop']['matches_per_s']:.0f} "
