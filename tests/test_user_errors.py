@@ -72,7 +72,9 @@ def test_every_stage_names_the_empty_split_before_any_work(tmp_path: Path, capsy
         ("pretrain", [f"root={test_only}"], "root=", ["no catalog items in split(s) 'train'"]),
         ("tournament", [f"data.root={test_only}", "data.catalog_split=train"], "data.root=",
          ["no catalog items in split(s) 'train'"]),
-        ("evaluate", [f"root={train_only}", "checkpoints={a: /nowhere}"], "root=",
+        ("evaluate", [f"root={train_only}", "checkpoints={a: /nowhere}"], "root=",  # validation unless eval.final
+         ["no catalog items in split(s) 'val'", "no personas in split(s) 'val'"]),
+        ("evaluate", [f"root={train_only}", "checkpoints={a: /nowhere}", "eval.final=true"], "root=",
          ["no catalog items in split(s) 'test'", "no personas in split(s) 'test'"]),
         ("index", [f"dataset={test_only}", "split=val"], "dataset=", ["no catalog items in split(s) 'val'"]),
     ]
