@@ -439,7 +439,7 @@ def test_schemathesis_from_outside_all_checks_pass(endpoint, tmp_path):
            "--max-examples", "25", "--seed", "1", "--workers", "1", "--request-timeout", "30",
            "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
            "--report", "junit", "--report-dir", str(tmp_path)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)  # its cache dir lands there
     tail = (out.stdout + out.stderr)[-4000:]
     assert out.returncode == 0, tail
     assert "passed" in tail.lower() and "failed" not in tail.lower().replace("0 failed", ""), tail
