@@ -89,7 +89,7 @@ class PipelineConfig(BaseModel):
         "the distillation run (judge, pool, presets, eval); root, world, output and start_checkpoint are the pipeline's"))
     serve_preset: str = Field("default", description=(
         "the arm whose checkpoint is indexed and served (its first training seed); distill.presets defaults to "
-        "this arm alone and distill.seeds to 1"))
+        "this arm alone, distill.seeds to 1 and distill.eval.student_ceiling to false"))
     index: IndexJobConfig = Field(default_factory=IndexJobConfig, description=(
         "embedding pool and FAISS settings; dataset, world, output and checkpoint are the pipeline's"))
     serve: ServeStageConfig = Field(default_factory=ServeStageConfig)
@@ -119,6 +119,8 @@ class PipelineConfig(BaseModel):
                 # a pipeline serves one student: the served arm alone, one training seed, unless set
                 sub.setdefault("presets", [data.get("serve_preset") or "default"])
                 sub.setdefault("seeds", 1)
+                # the student ceiling (an unlimited teacher budget) is a research row, not a product stage
+                sub["eval"] = {"student_ceiling": False, **dict(sub.get("eval") or {})}
                 if data.get("teacher"):
                     recipe = _read_teacher(data["teacher"])
                     for key in ("judge", "pool"):

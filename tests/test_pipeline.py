@@ -41,6 +41,9 @@ def test_root_world_and_output_are_set_once_at_the_top():
     assert cfg.distill.world.seed == 3 and cfg.index.world.seed == 3
     assert cfg.distill.pretrain.caption_template is None, "a user's catalog pretrains on its titles"
     assert build_config(PipelineConfig).distill.pretrain.caption_template, "the demo world's captions"
+    served = build_config(PipelineConfig, None, ["distill.eval.val_personas=7"]).distill
+    assert served.presets == ["default"] and served.seeds == 1, "one arm, one seed: the student that is served"
+    assert served.eval.student_ceiling is False and served.eval.val_personas == 7, "no ceiling arm to train"
     for clash in ("distill.root=/elsewhere", "index.checkpoint=/some/student", "distill.start_checkpoint=/x"):
         with pytest.raises(ConfigError, match="set by the pipeline"):
             build_config(PipelineConfig, None, [clash])
