@@ -113,7 +113,7 @@ def run_index_job(cfg: IndexJobConfig, progress: bool = True) -> IndexManifest:
                   checkpoint_hash=ckpt_hash, reuse=cfg.reuse_embeddings, progress=progress)
     if progress and done is not None and cfg.reuse_embeddings and done.get("checkpoint_hash") == ckpt_hash:
         print(f"reusing embeddings at {emb_uri} ({done['n_items']} items)")
-    manifest = build_index_parallel(emb_uri, output, checkpoint_id=ckpt_uri, checkpoint_hash=ckpt_hash,
+    manifest = build_index_parallel(emb_uri, output, checkpoint_id=ckpt_hash, checkpoint_hash=ckpt_hash,
                                     cfg=cfg.index, progress=progress, checkpoint_uri=ckpt_uri,
                                     dataset_root=dataset).manifest
     if progress:

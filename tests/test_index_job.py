@@ -51,7 +51,7 @@ def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
     assert m.n_items == 48 and m.n_shards == 2 and m.dim == 32 and m.checkpoint_uri
     assert read_manifest(str(tmp_path / "idx")).version == m.version
     enc = load_encoder(m.checkpoint_uri)
-    assert enc.checkpoint_hash == m.checkpoint_hash
+    assert enc.checkpoint_hash == m.checkpoint_hash == m.checkpoint_id  # the content id, as in distill/, never a URI
     emb = read_embeddings(m.embeddings_uri).sort_by("item_id")
     vecs = np.stack(emb.column("vector").to_numpy(zero_copy_only=False))
     images = datasets.read_catalog(str(tmp_path / "ds")).sort_by("item_id").column("image").to_pylist()

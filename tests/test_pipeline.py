@@ -132,7 +132,7 @@ def test_pipeline_demo_world_to_a_persona_query_over_http(ray_local, tmp_path, c
     from serving.index import read_manifest
 
     manifest = read_manifest(result["index"]["index_root"])
-    assert manifest.checkpoint_hash == result["checkpoint_id"]
+    assert manifest.checkpoint_hash == manifest.checkpoint_id == result["checkpoint_id"]  # an id, never a path
     assert manifest.n_items == datasets.read_catalog(result["root"], columns=["item_id"]).num_rows
     written = yaml.safe_load(Path(result["serve_config"]).read_text())
     assert written["applications"][0]["args"]["index_version"] == manifest.version
