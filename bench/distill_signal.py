@@ -52,7 +52,7 @@ SMOKE = dict(matches="16", losses="listwise_kl,bt", val_personas=8, val_items=64
 
 
 def mpr(scores: np.ndarray, winners: np.ndarray) -> float:
-    from distill.evaluate import winner_metrics
+    from distill.metrics import winner_metrics
 
     return 100 * winner_metrics(scores, winners)["mpr"]
 
@@ -66,7 +66,7 @@ def linear_readout_bound(train_emb: np.ndarray, train_titles: np.ndarray, val_em
 
 
 def show_worst(scores: np.ndarray, winners: np.ndarray, personas: list[str], titles: list[str], n: int) -> None:
-    from distill.evaluate import percentiles
+    from distill.metrics import percentiles
 
     pct = percentiles(scores, winners)
     for i in np.argsort(pct)[:n]:

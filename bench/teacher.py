@@ -63,7 +63,8 @@ from distill.ingest import IngestConfig, ingest  # noqa: E402
 from distill.judges.base import Candidate, MatchView  # noqa: E402
 from distill.judges.vlm import VLMJudgeConfig  # noqa: E402
 from distill.tournament import JudgePoolConfig, TournamentConfig, bracket  # noqa: E402
-from distill.tournament.job import DataConfig, TournamentJobConfig, run_job  # noqa: E402
+from distill.tournament import DataConfig  # noqa: E402
+from distill.tournament.job import TournamentJobConfig, run_job  # noqa: E402
 
 PERSONAS = [
     "a retired geologist who restores old bicycles and bakes sourdough at weekends",

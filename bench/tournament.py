@@ -65,7 +65,8 @@ from distill.judges.config import RandomJudgeConfig, TextOracleConfig  # noqa: E
 from distill.tournament import bracket, engine  # noqa: E402
 from distill.tournament.engine import (JudgePoolConfig, TournamentConfig, TournamentSpec,  # noqa: E402
                                        run_tournaments)
-from distill.tournament.job import DataConfig, build_specs, report  # noqa: E402
+from distill.tournament import DataConfig, build_specs  # noqa: E402
+from distill.tournament.job import report  # noqa: E402
 
 
 def machine() -> dict:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from distill import datasets, storage
 from distill.embed import EmbedConfig, embed_catalog
 from distill.errors import DataError
-from distill.evaluate import EvalSet, evaluate_student
+from distill.eval_sets import EvalSet, evaluate_student
 from distill.label_quality import mass_summary, training_labels
 from distill.sampling import SamplerConfig
 from distill.scoring import sample_matches

@@ -223,7 +223,7 @@ def ensure_pretrained(cfg: DistillJobConfig, root: str) -> str:
 
 
 def build_val(cfg: DistillJobConfig, root: str, demo: bool):
-    from distill.evaluate import build_eval_set
+    from distill.eval_sets import build_eval_set
 
     ev = cfg.eval
     return build_eval_set(root, "val", "val", ev.val_personas, ev.val_max_candidates, cfg.judge, cfg.pool,
@@ -245,9 +245,10 @@ def tuned_presets(cfg: DistillJobConfig) -> tuple[CycleConfig, CycleConfig, dict
 
 
 def run(cfg: DistillJobConfig) -> dict:
-    from distill.evaluate import (CEILING_ROW, HIT_KS, STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas,
-                                  build_eval_set, evaluate_scores, evaluate_student, format_table, plot_report,
-                                  pool_seeds, side_by_side, teacher_ceiling_scores)
+    from distill.eval_sets import build_eval_set, evaluate_scores, evaluate_student, teacher_ceiling_scores
+    from distill.metrics import HIT_KS
+    from distill.report import (CEILING_ROW, STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, format_table,
+                                plot_report, pool_seeds, side_by_side)
     from distill.label_quality import LabelMassSummary
     from distill.lockbox import open_lockbox
     from distill.metrics import eval_set_size

@@ -47,8 +47,9 @@ def run_evaluate(cfg: EvaluateJobConfig) -> dict:
     verdict, and each opening is counted beside ``output`` (``distill.lockbox``)."""
     from distill import datasets, storage
     from distill.distill_job import require_checkpoint
-    from distill.evaluate import (CEILING_ROW, HIT_KS, add_paired_deltas, build_eval_set, evaluate_scores,
-                                  evaluate_student, format_table, plot_report, teacher_ceiling_scores)
+    from distill.eval_sets import build_eval_set, evaluate_scores, evaluate_student, teacher_ceiling_scores
+    from distill.metrics import HIT_KS
+    from distill.report import CEILING_ROW, add_paired_deltas, format_table, plot_report
     from distill.lockbox import open_lockbox, test_setting
     from distill.metrics import eval_set_size
 
@@ -83,7 +84,7 @@ def run_pool_runs(cfg: PoolRunsConfig) -> dict:
     """Average each model's winner percentiles per persona over the runs; the side-by-side verdict."""
     from distill import storage
     from distill.distill_job import START_ROW
-    from distill.evaluate import CEILING_ROW, STUDENT_CEILING_ROW, format_table, pool_runs, side_by_side
+    from distill.report import CEILING_ROW, STUDENT_CEILING_ROW, format_table, pool_runs, side_by_side
 
     from distill.errors import MissingInputError
 

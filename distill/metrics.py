@@ -114,3 +114,38 @@ def seed_persona_bootstrap_delta(base: np.ndarray, other: np.ndarray, n_boot: in
     tail = (1 - level) / 2
     mean = float(other.mean() - base.mean())
     return mean, float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
+
+
+HIT_KS = (1, 5, 20, 100)
+
+
+def metrics_from_counts(below: np.ndarray, at_or_above: np.ndarray, n_items: int,
+                        ks: tuple[int, ...] = HIT_KS) -> dict:
+    """MPR, median percentile and hit@k from each target's counts: items scored strictly below it
+    (percentile = below / N, PAD's) and items scored at or above it (its rank, ties against it)."""
+    if len(below) == 0:
+        return {"n": 0, "mpr": None, "median_percentile": None, **{f"hit@{k}": None for k in ks}}
+    pct = np.asarray(below, np.float64) / n_items
+    ranks = np.asarray(at_or_above)
+    out = {"n": int(len(pct)), "mpr": float(pct.mean()), "median_percentile": float(np.median(pct))}
+    out.update({f"hit@{k}": float((ranks <= k).mean()) for k in ks})
+    return out
+
+
+def dense_counts(scores: np.ndarray, targets: list[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(below, at_or_above) of ``targets`` in rows of a small dense ``scores`` (P, N) matrix."""
+    below = np.array([(np.asarray(s) < s[t]).sum() for s, t in zip(scores, targets)], np.int64)
+    ge = np.array([(np.asarray(s) >= s[t]).sum() for s, t in zip(scores, targets)], np.int64)
+    return below, ge
+
+
+def winner_metrics(scores: np.ndarray, targets: list[int] | np.ndarray, ks: tuple[int, ...] = HIT_KS) -> dict:
+    """MPR, median percentile and hit@k of ``targets`` (one per row of ``scores`` (P, N))."""
+    if len(targets) == 0:
+        return metrics_from_counts(np.zeros(0), np.zeros(0), 1, ks)
+    below, ge = dense_counts(scores, targets)
+    return metrics_from_counts(below, ge, scores.shape[1], ks)
+
+
+def percentiles(scores: np.ndarray, targets) -> np.ndarray:
+    return np.array([percentile_rank(s, t) for s, t in zip(scores, targets)])

@@ -6,7 +6,7 @@ import pytest
 
 from distill import storage
 from distill.cycles import CycleConfig, run_cycles
-from distill.evaluate import build_eval_set
+from distill.eval_sets import build_eval_set
 from distill.judges.config import TextOracleConfig
 from distill.student import StudentConfig, build_student
 from distill.tournament import JudgePoolConfig, TournamentConfig

@@ -66,3 +66,15 @@ def test_every_config_file_the_code_and_docs_name_exists() -> None:
     assert len(named) > 10
     missing = sorted(f"{src}: {cfg}" for src, cfg in named if not (REPO / cfg).exists())
     assert missing == []
+
+
+def test_evaluation_is_split_by_concern() -> None:
+    """Pure metrics, evaluation sets and reporting are separate modules; eval sets reach the
+    tournament through the package's library API, never its job module."""
+    assert not (REPO / "distill" / "evaluate.py").exists()
+    eval_sets = (REPO / "distill" / "eval_sets.py").read_text()
+    assert "tournament.job" not in eval_sets and "from distill.tournament import" in eval_sets
+    report = (REPO / "distill" / "report.py").read_text()
+    assert not re.search(r"^\s*(import|from) (ray|torch|distill\.(embed|student|tournament))\b", report, re.M)
+    metrics = (REPO / "distill" / "metrics.py").read_text()
+    assert not re.search(r"^\s*(import|from) (ray|torch|distill\.(?!errors))", metrics, re.M)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from distill.evaluate import HIT_KS
+from distill.metrics import HIT_KS
 from distill.metrics import eval_set_size, percentile_rank
 
 

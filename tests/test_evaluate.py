@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.evaluate import (CEILING_ROW, EvalSet, add_paired_deltas, evaluate_scores, format_table, plot_report,
-                              pool_runs, side_by_side, winner_metrics)
+from distill.eval_sets import EvalSet, evaluate_scores
+from distill.metrics import winner_metrics
+from distill.report import CEILING_ROW, add_paired_deltas, format_table, plot_report, pool_runs, side_by_side
 from distill.metrics import paired_bootstrap_delta
 
 

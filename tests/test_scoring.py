@@ -8,7 +8,7 @@ import pytest
 
 from distill import storage
 from distill.embed import SUCCESS, embeddings_table
-from distill.evaluate import dense_counts
+from distill.metrics import dense_counts
 from distill.sampling import SamplerConfig, bin_of
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.evaluate import (STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, pool_seeds, side_by_side)
+from distill.report import STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, pool_seeds, side_by_side
 from distill.metrics import paired_bootstrap_delta, seed_persona_bootstrap_delta
 
 

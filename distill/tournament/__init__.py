@@ -2,5 +2,6 @@
 
 from distill.tournament.engine import (JudgePoolConfig, RunResult, RunSummary, TournamentConfig,
                                        TournamentSpec, run_tournaments)
+from distill.tournament.specs import DataConfig, build_specs, job_specs
 
-__all__ = ["JudgePoolConfig", "RunResult", "RunSummary", "TournamentConfig", "TournamentSpec", "run_tournaments"]
+__all__ = ["DataConfig", "JudgePoolConfig", "RunResult", "RunSummary", "TournamentConfig", "TournamentSpec", "build_specs", "job_specs", "run_tournaments"]
