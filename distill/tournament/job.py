@@ -19,7 +19,7 @@ from distill.metrics import percentile_rank
 from distill.tournament.engine import (JudgePoolConfig, RunResult, TournamentConfig, TournamentSpec,
                                        run_tournaments)
 from distill.runs import dataset_name, run_folder
-from distill.tournament.payload import CatalogSource
+from distill.tournament.payload import CatalogSource, read_items
 from distill.tournament.specs import DataConfig, job_specs
 
 
