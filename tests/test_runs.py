@@ -10,7 +10,6 @@ import pytest
 from distill.config import build_config
 from distill.cycles import CycleConfig, recipe
 from distill.distill_job import DistillJobConfig
-from distill.evaluate_job import PoolRunsConfig
 from distill.pretrain import PretrainJobConfig, default_output
 from distill.runs import home, identity, identity_hash, run_folder
 from distill.tournament.job import TournamentJobConfig
@@ -82,10 +81,6 @@ def test_run_folders_and_home_come_from_one_module() -> None:
                 or re.search(r"join\(home\(\),\s*\"(runs|students|indexes)\"", text)):
             offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
-
-
-def test_pool_runs_config_is_a_plain_config() -> None:
-    assert PoolRunsConfig(runs=["a"]).challenger == "default"
 
 
 def test_one_resolver_for_a_dataset_root_or_the_demo_world() -> None:
