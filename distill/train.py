@@ -142,7 +142,20 @@ def preference_dataset(table: pa.Table, student: Student, k: int | None = None, 
     ds = ray.data.from_arrow(table).repartition(n_blocks).map_batches(
         preprocess_batch, fn_kwargs={"preprocess": student.preprocess, "tokenizer": student.tokenizer, "k": k},
         batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
+    # Blocks keep the table's order (Ray Data otherwise emits them as tasks finish), so a seeded
+    # run sees its examples in the same order every time and reproduces its weights.
+    ds.context.execution_options.preserve_order = True
     return ds.materialize() if cache else ds
+
+
+def ordered_ingest() -> "ray.train.DataConfig":
+    """Ray Train's default ingest options with ``preserve_order``: each worker's shard arrives in
+    the dataset's order, not in the order its blocks happen to be fetched (see preference_dataset)."""
+    import ray.train
+
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return ray.train.DataConfig(execution_options=options)
 
 
 class PreferenceModule(nn.Module):
@@ -294,6 +307,7 @@ def train_preferences(dataset, student_cfg: StudentConfig, cfg: TrainConfig, run
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
         datasets={"train": dataset},
+        dataset_config=ordered_ingest(),
     )
     result = trainer.fit()
     if result.checkpoint is None:
