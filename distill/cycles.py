@@ -97,11 +97,13 @@ def _val(checkpoint: str, val: EvalSet | None, embed: EmbedConfig | None = None)
 
 def _val_line(v: dict) -> str:
     """'val MPR 56.39%' plus the seen / held-out motif split when the validation set has one."""
-    line = f"val MPR {100 * v['mpr']:.2f}%"
+    def pct(part: dict) -> str:
+        return f"{100 * part['mpr']:.2f}%" if part["n"] else "-"
+
+    line = f"val MPR {pct(v)}"
     if "seen_motif" in v and "heldout_motif" in v:
         seen, held = v["seen_motif"], v["heldout_motif"]
-        line += (f" (seen motifs {100 * seen['mpr']:.2f}% over {seen['n']}, held-out motifs "
-                 + (f"{100 * held['mpr']:.2f}%" if held["n"] else "-") + f" over {held['n']})")
+        line += f" (seen motifs {pct(seen)} over {seen['n']}, held-out motifs {pct(held)} over {held['n']})"
     return line
 
 

@@ -57,3 +57,12 @@ def test_cycles_judge_under_n_views_and_vlm_recipes_use_two():
     gpu = build_config(DistillJobConfig, (REPO / "configs/cluster/distill-gpu.yaml").read_text())
     assert gpu.judge.kind == "vlm" and gpu.eval.tournament.n_views == 2
     assert gpu.pad.n_views == gpu.default.n_views == 2
+
+
+def test_validation_line_names_the_motif_split_and_survives_an_empty_part():
+    """A cycle's log line: overall, seen-motif and held-out-motif MPR, '-' for a part with no persona."""
+    from distill.cycles import _val_line
+
+    split = {"n": 4, "mpr": 0.5, "seen_motif": {"n": 0, "mpr": None}, "heldout_motif": {"n": 4, "mpr": 0.5}}
+    assert _val_line(split) == "val MPR 50.00% (seen motifs - over 0, held-out motifs 50.00% over 4)"
+    assert _val_line({"n": 3, "mpr": 0.25}) == "val MPR 25.00%"
