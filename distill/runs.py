@@ -54,10 +54,17 @@ def identity(cfg: BaseModel) -> dict[str, Any]:
     return _strip(cfg, cfg.model_dump(mode="json"))
 
 
+def digest(settings: Any, size: int = 4) -> str:
+    """The one way a run's settings become a hex name: blake2b of their canonical JSON (sorted keys,
+    compact separators), ``size`` bytes. Run folders and the tournament engine's resume
+    fingerprint both use it."""
+    payload = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(payload.encode(), digest_size=size).hexdigest()
+
+
 def identity_hash(cfg: BaseModel, size: int = 4) -> str:
     """A short, stable hex digest of ``identity(cfg)`` (key order and execution fields ignored)."""
-    payload = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(payload.encode(), digest_size=size).hexdigest()
+    return digest(identity(cfg), size)
 
 
 def slug(text: str, max_len: int = 32) -> str:

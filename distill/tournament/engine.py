@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from distill import storage
+from distill.runs import digest, identity
 from distill.schemas import ELIMINATION_SCHEMA, TOURNAMENT_SCHEMA
 from distill.tournament.blocks import RoundArgs, finish_block, play_block
 from distill.tournament.hosts import JudgeHostPool, JudgePoolConfig
@@ -102,8 +103,8 @@ def _digests(specs: list[TournamentSpec]) -> dict[int, tuple[tuple[str, ...], st
     out: dict[int, tuple[tuple[str, ...], str]] = {}
     for s in specs:
         if id(s.candidate_ids) not in out:
-            digest = hashlib.blake2b("\x1f".join(s.candidate_ids).encode(), digest_size=16).hexdigest()
-            out[id(s.candidate_ids)] = (s.candidate_ids, digest)
+            name = hashlib.blake2b("\x1f".join(s.candidate_ids).encode(), digest_size=16).hexdigest()
+            out[id(s.candidate_ids)] = (s.candidate_ids, name)
     return out
 
 
@@ -113,9 +114,9 @@ def _fingerprint(specs: list[TournamentSpec], cfg: TournamentConfig, judge_confi
     for s in specs:
         h.update(json.dumps([s.tournament_id, s.persona_id, s.persona_text, len(s.candidate_ids),
                              digests[id(s.candidate_ids)][1]]).encode())
-    settings = {**cfg.model_dump(), "judge": judge_config, "inputs": h.hexdigest(),
-                "tournaments": len(specs)}
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16).hexdigest(), settings
+    # The run identity of distill.runs (the config minus its execution fields), plus what the specs hold.
+    settings = {**identity(cfg), "judge": judge_config, "inputs": h.hexdigest(), "tournaments": len(specs)}
+    return digest(settings, 16), settings
 
 
 def _check_specs(specs: list[TournamentSpec], payload: pa.Table | CatalogSource) -> pa.Array:
