@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--parts", type=int, default=8, help="catalog Parquet parts")
     ap.add_argument("--arch", default="demo-minilm-vit")
     ap.add_argument("--batch-size", type=int, default=None, help="pipeline batch (default: EmbedConfig's)")
+    ap.add_argument("--actors", type=int, default=None,
+                    help="a fixed pool of this many actors (min = max; default: EmbedConfig's autoscaling pool). "
+                         "Leave CPU for the read tasks: on a 2-CPU node --actors 2 (1 CPU each) stalls")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per actor (default: EmbedConfig's)")
     ap.add_argument("--smoke", action="store_true", help="512 images, tiny student: a quick check of the path")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -101,7 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(0)
         ckpt = os.path.join(tmp, "student")
         build_student(StudentConfig(arch=args.arch)).save(ckpt)
-        cfg = EmbedConfig(**({"batch_size": args.batch_size} if args.batch_size else {}))
+        overrides = {"batch_size": args.batch_size} if args.batch_size else {}
+        if args.actors:
+            overrides.update(min_actors=args.actors, max_actors=args.actors)
+        if args.threads:
+            overrides.update(torch_threads=args.threads)
+        cfg = EmbedConfig(**overrides)
         init_ray()
         # warm the page cache and both code paths on a few images, so neither side pays first-touch costs
         loop_embed(root, ckpt, os.path.join(tmp, "warm"), 64, 2)
@@ -124,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
                "loadavg": "/".join(load)}
         print(f"{args.images} images ({out['mb']} MB of JPEG, {args.side}px), student {args.arch}:")
         print(f"  single process, 2 torch threads: {loop_s:6.1f} s  {out['loop_img_per_s']:7.0f} img/s")
-        print(f"  pipeline ({cfg.max_actors} actors x {cfg.torch_threads} thread, batch {cfg.batch_size}, incl. actor "
+        pool = f"{cfg.max_actors}" if cfg.min_actors == cfg.max_actors else f"{cfg.min_actors}-{cfg.max_actors}"
+        print(f"  pipeline ({pool} actors x {cfg.torch_threads} thread, batch {cfg.batch_size}, incl. actor "
               f"start): {pipe_s:6.1f} s  {out['pipeline_img_per_s']:7.0f} img/s")
         print(f"embed: ratio_vs_loop={out['ratio_vs_loop']:.2f} pipeline_img_per_s={out['pipeline_img_per_s']:.0f} "
               f"loop_img_per_s={out['loop_img_per_s']:.0f} images={args.images} loadavg={out['loadavg']}")
