@@ -246,12 +246,11 @@ def tuned_presets(cfg: DistillJobConfig) -> tuple[CycleConfig, CycleConfig, dict
 
 def run(cfg: DistillJobConfig) -> dict:
     from distill.eval_sets import build_eval_set, evaluate_scores, evaluate_student, teacher_ceiling_scores
-    from distill.metrics import HIT_KS
+    from distill.metrics import HIT_KS, eval_set_size
     from distill.report import (CEILING_ROW, STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, format_table,
                                 plot_report, pool_seeds, side_by_side)
     from distill.label_quality import LabelMassSummary
     from distill.lockbox import open_lockbox
-    from distill.metrics import eval_set_size
 
     root, demo = resolve_root(cfg)
     preflight(cfg, root)

@@ -45,7 +45,7 @@ def _row(name: str, es: EvalSet, winners: tuple[np.ndarray, np.ndarray],
     if true_best is not None:
         row["true_best"] = metrics_from_counts(*true_best, n_items)
     if es.heldout is not None:
-        held = np.array([es.heldout[w] for w in es.winners], bool)
+        held = es.heldout[np.asarray(es.winners, np.int64)]
         for label, sel in (("seen_motif", ~held), ("heldout_motif", held)):
             row[label] = metrics_from_counts(below[sel], ge[sel], n_items)
     row["percentiles"] = (np.asarray(below, np.float64) / n_items).tolist()
@@ -94,12 +94,16 @@ def build_eval_set(root: str, persona_split: str, catalog_split: str, max_person
                    max_candidates: int | None, judge, pool, tournament, output: str, demo: bool,
                    seed: int = 0, progress: bool = True) -> EvalSet:
     """Play (or reuse, from ``output``) the teacher's tournaments and assemble an :class:`EvalSet`."""
-    from distill.tournament import DataConfig, build_specs, run_tournaments
+    from distill.tournament import DataConfig, job_specs, run_tournaments
+    from distill.tournament.payload import read_items
 
     data = DataConfig(root=root, persona_split=persona_split, catalog_split=catalog_split,
                       max_personas=max_personas, max_candidates=max_candidates)
-    specs, catalog = build_specs(root, data, seed)
-    result = run_tournaments(specs, catalog, tournament, judge, pool, output, progress=progress)
+    # The engine reads the judge's columns (images included) by id from the catalog's parts; the
+    # driver keeps ids and titles only, as the tournament job does.
+    specs, source = job_specs(root, data, seed)
+    result = run_tournaments(specs, source, tournament, judge, pool, output, progress=progress)
+    catalog = read_items(source, list(specs[0].candidate_ids), ["title"])
     item_ids = catalog["item_id"].to_pylist()
     pos = {i: n for n, i in enumerate(item_ids)}
     winners = dict(zip(result.tournaments["tournament_id"].to_pylist(), result.tournaments["winner_id"].to_pylist()))

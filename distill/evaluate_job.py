@@ -48,10 +48,9 @@ def run_evaluate(cfg: EvaluateJobConfig) -> dict:
     from distill import datasets, storage
     from distill.distill_job import require_checkpoint
     from distill.eval_sets import build_eval_set, evaluate_scores, evaluate_student, teacher_ceiling_scores
-    from distill.metrics import HIT_KS
+    from distill.metrics import HIT_KS, eval_set_size
     from distill.report import CEILING_ROW, add_paired_deltas, format_table, plot_report
     from distill.lockbox import open_lockbox, test_setting
-    from distill.metrics import eval_set_size
 
     ev = cfg.eval
     split = "test" if ev.final else "val"

@@ -73,6 +73,7 @@ def job_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpe
 
 def build_specs(root: str, cfg: DataConfig, seed: int) -> tuple[list[TournamentSpec], pa.Table]:
     """``job_specs`` plus the candidates' rows (item_id, title, image) in memory, for callers that
-    embed the candidates themselves (evaluation sets of a few thousand items)."""
+    need the images themselves at small size (``bench/tournament.py``); everything else passes the
+    ``CatalogSource`` to the engine and reads by id."""
     specs, source = job_specs(root, cfg, seed)
     return specs, read_items(source, list(specs[0].candidate_ids), ["title", "image"])
