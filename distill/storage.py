@@ -8,12 +8,13 @@ and ``os.replace`` it), and (2) readers trust only what a manifest written *last
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import posixpath
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -46,6 +47,31 @@ def exists(uri: str) -> bool:
 def makedirs(uri: str) -> None:
     fs, path = resolve(uri)
     fs.create_dir(path, recursive=True)
+
+
+@contextlib.contextmanager
+def build_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock named after ``uri`` while building what it names, when it is local.
+
+    Why: two processes on one machine (two jobs, or two test workers) asking for the same cached
+    demo world would otherwise both build it, and one's clearing of a partial build would pull
+    files from under the other's reads. Locally an ``flock`` on ``<uri>.lock`` serialises them;
+    the second finds the first's manifest and builds nothing. An object store has no such lock,
+    and needs none for correctness: builds write the manifest last and readers trust only it.
+    """
+    fs, path = resolve(uri)
+    if not _is_local(fs):
+        yield
+        return
+    import fcntl
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_bytes_atomic(data: bytes, uri: str) -> None:

@@ -214,10 +214,11 @@ def ensure_world(cfg: WorldConfig | None = None, root: str | None = None, use_ra
     """The root of world ``cfg``, building it only if no complete world with that config is there."""
     cfg = cfg or WorldConfig()
     root = root or default_root(cfg)
-    existing = read_manifest(root)
-    if (existing is None or existing.format_version != WORLD_FORMAT_VERSION
-            or existing.config != cfg):
-        build_world(cfg, root, use_ray=use_ray, progress=progress)
+    with storage.build_lock(root):
+        existing = read_manifest(root)
+        if (existing is None or existing.format_version != WORLD_FORMAT_VERSION
+                or existing.config != cfg):
+            build_world(cfg, root, use_ray=use_ray, progress=progress)
     return root
 
 
