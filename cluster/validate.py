@@ -475,8 +475,9 @@ def stage_requests(config: Any, path: str = "") -> list[tuple[str, dict[str, flo
     """The Ray resource requests a job config makes, found by shape anywhere in the config tree:
     ``(where, request, fewest, most)`` per actor pool or trainer.
 
-    * an actor pool (``JudgePoolConfig``, ``EmbedConfig``, ...): a mapping with ``num_gpus``,
-      plus ``num_cpus``, ``accelerator_type`` and ``min_actors``/``max_actors`` when present;
+    * an actor pool or task group (``JudgePoolConfig``, ``EmbedConfig``, ``IndexBuildConfig``, ...):
+      a mapping with ``num_gpus``, plus ``num_cpus``, ``accelerator_type``, a ``resources`` mapping
+      of custom Ray resources and ``min_actors``/``max_actors`` when present;
     * a Ray Train scaling config: a mapping with ``use_gpu`` (or ``num_workers`` with
       ``resources_per_worker``), plus ``cpus_per_worker``/``gpus_per_worker``,
       ``resources_per_worker`` and ``accelerator_type`` (one GPU per worker when ``use_gpu``).
@@ -484,8 +485,9 @@ def stage_requests(config: Any, path: str = "") -> list[tuple[str, dict[str, flo
     found: list[tuple[str, dict[str, float], int, int]] = []
     if isinstance(config, dict):
         if "num_gpus" in config and not isinstance(config["num_gpus"], dict):
+            extra = config.get("resources")
             req = demand(float(config.get("num_cpus", 1) or 0), float(config.get("num_gpus") or 0),
-                         config.get("accelerator_type"))
+                         config.get("accelerator_type"), extra if isinstance(extra, dict) else None)
             lo = int(config.get("min_actors", config.get("min_replicas", 1)) or 1)
             hi = int(config.get("max_actors", config.get("max_replicas", lo)) or lo)
             found.append((path or "<root>", req, lo, max(lo, hi)))

@@ -56,6 +56,9 @@ class EmbedConfig(BaseModel):
     max_actors: int = Field(2, ge=1, description="largest size of the actor pool (Ray Data scales between)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per actor")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (e.g. 1 on GPU nodes; the model moves to cuda)")
+    accelerator_type: str | None = Field(None, description=(
+        "Ray accelerator type of the actors' GPU, e.g. 'H100' (with num_gpus): on a cluster whose GPU groups "
+        "run different images it keeps the actors on the group with CUDA torch; null = any GPU"))
     torch_threads: int = Field(1, ge=1, description="torch intra-op threads per actor")
     io_cpus: float = Field(0.25, gt=0, description=(
         "CPUs reserved per Parquet read / write task (light work: a full CPU each would keep the "
@@ -226,7 +229,7 @@ def embed_catalog(dataset_root: str, checkpoint_uri: str, out_uri: str, cfg: Emb
                                "torch_threads": cfg.torch_threads},
         # autoscaled from min_actors: an initial pool holding every core starves the read tasks
         compute=ray.data.ActorPoolStrategy(min_size=cfg.min_actors, max_size=max(cfg.min_actors, cfg.max_actors)),
-        num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None)
+        num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None, accelerator_type=cfg.accelerator_type)
     storage.delete(out_uri)  # a rerun replaces the files of an incomplete earlier attempt
     fs, path = storage.resolve(out_uri)
     ds.write_parquet(path, filesystem=fs, max_rows_per_file=cfg.part_rows, schema=EMBEDDING_SCHEMA,

@@ -55,8 +55,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # how the work is spread, not what is learnt: a run may resume with other values of these
     EXECUTION_FIELDS: ClassVar[frozenset[str]] = frozenset({
-        "num_workers", "use_gpu", "amp", "cpus_per_worker", "data_cpus", "max_failures", "torch_threads",
-        "report_every_steps"})
+        "num_workers", "use_gpu", "accelerator_type", "amp", "cpus_per_worker", "data_cpus", "max_failures",
+        "torch_threads", "report_every_steps"})
 
     loss: LossKind = Field("listwise_kl", description="bt (PAD) | listwise_kl | plackett_luce")
     init_scale: float = Field(20.0, gt=0, description="initial inverse temperature on cosine scores (1.0 = PAD's raw cosines)")
@@ -74,6 +74,9 @@ class TrainConfig(BaseModel):
     report_every_steps: int | None = Field(None, ge=1, description="report + checkpoint every N steps as well as each epoch")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks)")
     use_gpu: bool = Field(False, description="one GPU per worker; backend becomes NCCL")
+    accelerator_type: str | None = Field(None, description=(
+        "Ray accelerator type of the workers' GPUs, e.g. 'H100' (with use_gpu): on a cluster whose GPU groups "
+        "run different images it keeps the workers on the group with CUDA torch; null = any GPU"))
     amp: bool = Field(False, description="bf16 autocast on GPU workers (ignored on CPU)")
     cpus_per_worker: float = Field(0.5, gt=0, description=(
         "CPUs Ray reserves per training worker (0.5 leaves room for Ray Data preprocessing on a 2-core box; "
@@ -301,7 +304,8 @@ def train_preferences(dataset, student_cfg: StudentConfig, cfg: TrainConfig, run
         train_loop_config={"train": cfg.model_dump(), "student": student_cfg.model_dump()},
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker={"CPU": cfg.cpus_per_worker}),
+                                               resources_per_worker={"CPU": cfg.cpus_per_worker},
+                                               accelerator_type=cfg.accelerator_type),
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage_path if "://" in storage_path else os.path.abspath(storage_path),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),

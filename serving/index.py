@@ -30,7 +30,7 @@ from typing import Iterable, Literal, Protocol, Sequence, runtime_checkable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from distill import storage
 from distill.embed import EMBEDDING_SCHEMA, embeddings_table  # noqa: F401  (re-exported: the index's input)
@@ -87,6 +87,10 @@ class ImageEncoder(EncoderInfo, Protocol):
 # config and manifest
 
 
+#: Ray's predefined resources: requested through num_cpus / num_gpus / memory, never by name in ``resources``.
+RESERVED_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
 class IndexBuildConfig(BaseModel):
     """How to turn an embeddings table into shards."""
 
@@ -107,7 +111,24 @@ class IndexBuildConfig(BaseModel):
     num_gpus: float = Field(0.0, ge=0, description=(
         "GPUs per build task (training and each shard's add); with GPUs and a GPU build of faiss the "
         "index trains and adds on them (index_cpu_to_all_gpus), else on CPU"))
+    resources: dict[str, float] = Field(default_factory=dict, description=(
+        "extra Ray resources each build task also requests; on the cluster `{faiss_gpu: 1}` sends the GPU "
+        "build tasks to the gpu-index group, whose image has faiss-gpu (custom resources only: GPUs are "
+        "num_gpus)"))
     read_rows: int = Field(65_536, ge=1, description="embedding rows a shard task reads at a time (bounds its memory)")
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        reserved = sorted(k for k in value if k in RESERVED_RESOURCES)
+        if reserved:
+            raise ValueError(f"{', '.join(map(repr, reserved))}: Ray's own resources, not custom ones (GPUs per "
+                             "task: num_gpus; every build task takes 1 CPU); name only custom resources here, "
+                             "e.g. {faiss_gpu: 1}")
+        bad = sorted(k for k, v in value.items() if not v > 0)
+        if bad:
+            raise ValueError(f"resources {', '.join(map(repr, bad))}: a request must be > 0 (leave it out instead)")
+        return value
 
 
 class ShardInfo(BaseModel):
@@ -482,6 +503,19 @@ def _shard_task(shard: int, n_shards: int, files: list[str], template_blob: byte
     return info.model_dump()
 
 
+def build_task_options(cfg: IndexBuildConfig) -> dict:
+    """The ``ray.remote`` options of the training task and of every shard task: one CPU, a fresh
+    worker per task (``max_calls=1``: its peak RSS is its own, and a GPU task frees its GPU memory),
+    ``cfg.num_gpus`` GPUs when > 0, and ``cfg.resources`` when given (on the cluster ``faiss_gpu``,
+    which only the pods of the faiss-gpu image offer)."""
+    options: dict = {"num_cpus": 1, "max_calls": 1}
+    if cfg.num_gpus > 0:
+        options["num_gpus"] = cfg.num_gpus
+    if cfg.resources:
+        options["resources"] = dict(cfg.resources)
+    return options
+
+
 class IndexBuildReport(BaseModel):
     """What a parallel build did: the manifest, and the training task's time and memory."""
 
@@ -506,7 +540,9 @@ def build_index_parallel(embeddings_uri: str, out_root: str, checkpoint_id: str,
        ``cfg.read_rows``, keeps its rows (crc32(item_id) % n_shards) and adds them to a clone of
        the template, then writes its files. Its memory is its shard plus one slice.
     4. The driver writes the manifest (with each shard's bytes and memory need), then ``CURRENT``.
-    With ``cfg.num_gpus`` > 0 the tasks get GPUs and train / add on them (``index_cpu_to_all_gpus``).
+    With ``cfg.num_gpus`` > 0 the tasks get GPUs and train / add on them (``index_cpu_to_all_gpus``)
+    when their process has a GPU build of faiss; ``cfg.resources`` sends them where that build is
+    installed (``build_task_options``).
     """
     import ray
 
@@ -529,11 +565,10 @@ def build_index_parallel(embeddings_uri: str, out_root: str, checkpoint_id: str,
         trained_on = len(pick)
         offsets = np.cumsum([0] + [c for c, _ in counts])
         picks = [pick[(pick >= lo) & (pick < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:])]
-    gpu = {"num_gpus": cfg.num_gpus} if cfg.num_gpus else {}
-    blob, train = ray.get(ray.remote(num_cpus=1, max_calls=1, **gpu)(_train_task).remote(
-        files, picks, cfg.factory, dim, cfg.read_rows))
+    options = build_task_options(cfg)
+    blob, train = ray.get(ray.remote(**options)(_train_task).remote(files, picks, cfg.factory, dim, cfg.read_rows))
     template_ref = ray.put(blob)
-    task = ray.remote(num_cpus=1, max_calls=1, **gpu)(_shard_task)
+    task = ray.remote(**options)(_shard_task)
     refs = [task.remote(s, cfg.n_shards, files, template_ref, vdir, cfg.read_rows) for s in range(cfg.n_shards)]
     shards: list[ShardInfo] = []
     bar = _progress(cfg.n_shards, f"index {cfg.factory} x{cfg.n_shards} (shards)", progress)

@@ -8,8 +8,9 @@
 * every RayJob entrypoint is ``python jobs/<stage>.py --config configs/<...>.yaml`` with both
   files in the repo, and the config parses with that job's config model;
 * resource requests agree: a stage that asks for GPUs (in its config or its RayJob) can only
-  land on a group that has them, as Ray's autoscaler sees the groups, and the group can host
-  the pool's minimum and maximum;
+  land on a group that has them, as Ray's autoscaler sees the groups, whose image runs it (the
+  FAISS GPU build, which asks for ``faiss_gpu``, in the faiss-gpu image; everything else on GPUs
+  in the GPU image), and the group can host the pool's minimum and maximum;
 * the image, the manifests and docs/cluster.md agree with each other.
 
 The schema tests skip where the CRDs are absent (``../shared/kuberay-crds``, or
@@ -64,6 +65,24 @@ ENTRYPOINT = re.compile(r"^python (jobs/[a-z_]+\.py) --config (configs/[A-Za-z0-
 
 def _types(doc: dict) -> dict[str, dict]:
     return V.node_types(V.cluster_spec_of(doc))
+
+
+#: image name -> the Dockerfile flavour it is built from (cluster/Dockerfile.<flavour>)
+IMAGE_FLAVOUR = re.compile(r"/persona-distill-(gpu|cpu|index-gpu):[^/]+$")
+#: the Ray resource that marks the pods of the faiss-gpu image (IndexBuildConfig.resources asks for it)
+FAISS_GPU = "faiss_gpu"
+
+
+def _flavours(doc: dict) -> dict[str, str]:
+    """``{group: Dockerfile flavour of its ray container}``, the head as ``headgroup``."""
+    spec = V.cluster_spec_of(doc)
+    out = {}
+    for name, group in [("headgroup", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]:
+        image = group["template"]["spec"]["containers"][0]["image"]
+        match = IMAGE_FLAVOUR.search(image)
+        assert match, f"{name}: image {image!r} is none of persona-distill-gpu/-cpu/-index-gpu"
+        out[name] = match.group(1)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +222,9 @@ def test_head_schedules_nothing_and_groups_declare_what_they_offer() -> None:
         assert int(limits["nvidia.com/gpu"]) == node["resources"]["GPU"]
     # CPU-only demand prefers the CPU group (autoscaler v2 priorities)
     assert min(groups[n].get("priority", 0) for n in cpu) > max(groups[n].get("priority", 0) for n in gpu)
+    # an accelerator type names one group: `accelerator_type: H100` must mean the GPU image's pods
+    accels = [k for node in gpu.values() for k in node["resources"] if k.startswith("accelerator_type:")]
+    assert len(accels) == len(set(accels)), f"two GPU groups declare the same accelerator type: {accels}"
 
 
 @pytest.mark.parametrize(("path", "doc"), [d for d in DOCS if d[1]["kind"] != "RayCluster"],
@@ -221,13 +243,15 @@ def test_embedded_clusters_are_the_raycluster_groups(path: Path, doc: dict) -> N
         assert ours == theirs, f"{path.name}: group {group['groupName']} differs from cluster/raycluster.yaml"
 
 
-def test_two_images_one_ray_version_one_shared_volume() -> None:
-    """The GPU image on GPU groups, the slim CPU image on the head, CPU groups and Serve pods; both on
-    the Ray and Python the project pins (tests/test_images.py checks what the images install)."""
+def test_three_images_one_ray_version_one_shared_volume() -> None:
+    """The GPU image on GPU groups, except groups that offer ``faiss_gpu``, which run the FAISS GPU
+    image (faiss-gpu, CPU torch); the slim CPU image on the head, CPU groups and Serve pods. All on
+    the Ray and Python the project pins, in the same working directory (tests/test_images.py checks
+    what the images install)."""
     import ray
 
-    homes, tags = set(), set()
-    for flavour in ("gpu", "cpu"):
+    homes, tags, workdirs = set(), set(), set()
+    for flavour in ("gpu", "cpu", "index-gpu"):
         dockerfile = (REPO / "cluster" / f"Dockerfile.{flavour}").read_text()
         base = re.search(r"^ARG RAY_IMAGE=rayproject/ray:(\S+)$", dockerfile, re.M)
         assert base and re.search(r"^FROM \$\{RAY_IMAGE\}$", dockerfile, re.M)
@@ -236,29 +260,33 @@ def test_two_images_one_ray_version_one_shared_volume() -> None:
         assert version == ray.__version__, "the image's Ray must be the Ray the project pins and tests"
         tags.add((version, py))
         homes.add(re.search(r"PERSONA_DISTILL_HOME=(\S+)", dockerfile).group(1))
+        workdirs.add(re.search(r"^WORKDIR (\S+)$", dockerfile, re.M).group(1))
     assert len(tags) == 1, f"one Ray and one Python in every pod: {tags}"
     assert len(homes) == 1
+    assert len(workdirs) == 1, f"the RayJobs' working_dir must exist in every image: {workdirs}"
     version = tags.pop()[0]
     home = homes.pop()
     claim = STORAGE["metadata"]["name"]
-    images: dict[str, set[str]] = {"gpu": set(), "cpu": set()}
+    images: dict[str, set[str]] = {"gpu": set(), "cpu": set(), "index-gpu": set()}
     for _, doc in DOCS:
         spec = V.cluster_spec_of(doc)
         assert spec["rayVersion"] == version
         for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
             pod = group["template"]["spec"]
             claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+            faiss_gpu = FAISS_GPU in (group.get("resources") or {})
             for c in pod["containers"]:
                 gpus = (c.get("resources", {}).get("limits") or {}).get("nvidia.com/gpu")
-                images["gpu" if gpus else "cpu"].add(c["image"])
+                assert gpus or not faiss_gpu, f"{group.get('groupName')} offers {FAISS_GPU} without a GPU"
+                images["index-gpu" if faiss_gpu else "gpu" if gpus else "cpu"].add(c["image"])
                 env = {e["name"]: e.get("value") for e in c.get("env", [])}
                 assert env.get("PERSONA_DISTILL_HOME") == home
                 mounts = [m for m in c["volumeMounts"] if claims.get(m["name"]) == claim]
                 assert mounts and home.startswith(mounts[0]["mountPath"].rstrip("/") + "/"), \
                     "PERSONA_DISTILL_HOME must be on the shared volume in every pod"
-    assert len(images["gpu"]) == 1 and len(images["cpu"]) == 1, f"one GPU image and one CPU image: {images}"
-    assert images["gpu"] != images["cpu"]
-    assert all("-gpu:" in i for i in images["gpu"]) and all("-cpu:" in i for i in images["cpu"])
+    assert all(len(names) == 1 for names in images.values()), f"one image per kind of pod: {images}"
+    for flavour, (image,) in images.items():
+        assert IMAGE_FLAVOUR.search(image).group(1) == flavour, f"{flavour} pods run {image}"
 
 
 @pytest.mark.parametrize(("path", "doc"), DOCS, ids=DOC_IDS)
@@ -350,6 +378,12 @@ def test_gpu_requests_land_only_on_gpu_groups_that_can_host_the_pool(path: Path,
                 assert all(types[h]["resources"].get("GPU", 0) >= request["GPU"] for h in hosts)
                 room = sum(V.capacity(request, types[h]) for h in hosts)
                 assert room >= most >= fewest, f"{where}: pool of up to {most} x {request}, room for {room}"
+                # and only on pods whose image runs it: the FAISS build in the faiss-gpu image, every
+                # other GPU request (vLLM, CUDA torch) in the GPU image
+                need = "index-gpu" if FAISS_GPU in request else "gpu"
+                flavours = _flavours(cluster_doc)
+                wrong = [h for h in hosts if flavours[h] != need]
+                assert not wrong, f"{where} ({request}) can land on {wrong}, which run no {need} image"
             else:
                 assert not any(k.startswith("accelerator_type:") for k in request), f"{where}: accelerator without GPUs"
 
@@ -360,14 +394,22 @@ def test_stage_requests_are_found_by_shape_and_misplaced_ones_are_caught() -> No
     assert V.stage_requests(pool) == [("pool", {"CPU": 4.0, "GPU": 1.0, "accelerator_type:H100": 0.001}, 2, 4)]
     assert V.stage_requests(train) == [("train", {"CPU": 6.0, "GPU": 1.0}, 3, 3)]
     assert V.stage_requests({"embed": {"num_gpus": 0, "num_cpus": 2}})[0][1] == {"CPU": 2.0}
+    build = {"index": {"factory": "IVF4096,Flat", "num_gpus": 1, "resources": {FAISS_GPU: 1}}}
+    assert V.stage_requests(build) == [("index", {"CPU": 1.0, "GPU": 1.0, FAISS_GPU: 1.0}, 1, 1)]
     types = _types(RAYCLUSTER)
     gpu_groups = [n for n, t in types.items() if t["resources"].get("GPU")]
-    assert V.placements(V.stage_requests(pool)[0][1], types) == gpu_groups
+    h100 = [n for n, t in types.items() if "accelerator_type:H100" in t["resources"]]
+    faiss_groups = [n for n, t in types.items() if FAISS_GPU in t["resources"]]
+    assert len(h100) == 1 and len(faiss_groups) == 1 and sorted(gpu_groups) == sorted(h100 + faiss_groups)
+    assert V.placements(V.stage_requests(pool)[0][1], types) == h100
+    assert V.placements(V.stage_requests(build)[0][1], types) == faiss_groups
+    # why every GPU-image request names its accelerator type: a bare GPU request fits both GPU groups
+    assert sorted(V.placements(V.demand(4, 1), types)) == sorted(gpu_groups)
     assert V.placements(V.demand(4, 1, "A100"), types) == [], "an A100 request must not fit an H100 group"
     assert V.placements(V.demand(4, 2), types) == [], "two GPUs per actor do not fit one-GPU pods"
     assert V.placements(V.demand(1), types) != ["headgroup"] and "headgroup" not in V.placements(V.demand(1), types)
     max_pods = {g["groupName"]: g["maxReplicas"] for g in RAYCLUSTER["spec"]["workerGroupSpecs"]}
-    assert V.capacity(V.demand(4, 1), types[gpu_groups[0]]) == max_pods[gpu_groups[0]]
+    assert V.capacity(V.demand(4, 1), types[h100[0]]) == max_pods[h100[0]]
 
 
 VLM_CONFIGS = [p for p in sorted((REPO / "configs" / "cluster").glob("*.yaml"))
@@ -383,6 +425,50 @@ def test_vlm_judge_pools_agree_with_their_engines_and_the_gpu_group(path: Path) 
     assert pool.get("accelerator_type") in accels, f"pool.accelerator_type must be one of the groups' {sorted(accels)}"
     group = next(g for g in RAYCLUSTER["spec"]["workerGroupSpecs"] if g["groupName"] == accels[pool["accelerator_type"]])
     assert pool["max_actors"] <= group["maxReplicas"], "more judge actors than the GPU group can ever hold"
+    assert _flavours(RAYCLUSTER)[group["groupName"]] == "gpu", f"{group['groupName']} runs no vLLM (not the GPU image)"
+
+
+CLUSTER_CONFIGS = sorted((REPO / "configs" / "cluster").glob("*.yaml"))
+
+
+def _index_builds(path: Path) -> list:
+    """The IndexBuildConfig sections of a cluster config, parsed with the model of the job its header runs."""
+    from pydantic import BaseModel
+
+    from serving.index import IndexBuildConfig
+
+    rel = str(path.relative_to(REPO))
+    job = re.search(r"python (jobs/[a-z_]+\.py) --config " + re.escape(rel), path.read_text())
+    assert job, f"{rel}: the header must show the command that runs it"
+    cfg = build_config(_config_model(job.group(1)), path.read_text())
+
+    def walk(node) -> list:
+        found = [node] if isinstance(node, IndexBuildConfig) else []
+        for name in (type(node).model_fields if isinstance(node, BaseModel) else []):
+            value = getattr(node, name)
+            found += walk(value) if isinstance(value, BaseModel) else []
+        return found
+
+    return walk(cfg)
+
+
+@pytest.mark.parametrize("path", CLUSTER_CONFIGS, ids=lambda p: p.name)
+def test_index_gpu_builds_ask_for_what_only_the_faiss_gpu_image_offers(path: Path) -> None:
+    """An index build on GPUs needs a GPU build of faiss, which only the index-gpu image has: its tasks
+    must request a resource that only groups running that image offer (and those groups have GPUs)."""
+    flavours = _flavours(RAYCLUSTER)
+    types = _types(RAYCLUSTER)
+    for build in _index_builds(path):
+        if not build.num_gpus:
+            continue
+        marks = [k for k in build.resources
+                 if (offered := [n for n, t in types.items() if k in t["resources"]])
+                 and all(flavours[n] == "index-gpu" for n in offered)]
+        assert marks, f"{path.name}: index.num_gpus={build.num_gpus} but index.resources {build.resources} names no " \
+                      "resource only the faiss-gpu image's groups offer (e.g. {faiss_gpu: 1})"
+        hosts = V.placements(V.demand(1, build.num_gpus, resources=build.resources), types)
+        assert hosts and all(flavours[h] == "index-gpu" and types[h]["resources"].get("GPU", 0) >= build.num_gpus
+                             for h in hosts), f"{path.name}: the index build lands on {hosts}"
 
 
 def test_cluster_tournament_uses_the_repo_gpu_judge() -> None:

@@ -142,6 +142,41 @@ def test_bad_embeddings_rejected(tmp_path):
         build_index(table.slice(0, 0), str(tmp_path), "c", "h", progress=False)
 
 
+def test_build_task_options_ask_for_gpus_and_the_faiss_gpu_resource_only_when_configured():
+    """The training and shard tasks' ray.remote options: valid Ray task options, and on the cluster
+    configs (num_gpus 1, resources {faiss_gpu: 1}) a request only the gpu-index group can host."""
+    from ray._common.utils import resources_from_ray_options
+    from ray._common.ray_option_utils import validate_task_options
+
+    from serving.index import build_task_options
+
+    assert build_task_options(IndexBuildConfig()) == {"num_cpus": 1, "max_calls": 1}
+    cfg = IndexBuildConfig(num_gpus=1, resources={"faiss_gpu": 1})
+    opts = build_task_options(cfg)
+    assert opts == {"num_cpus": 1, "max_calls": 1, "num_gpus": 1.0, "resources": {"faiss_gpu": 1.0}}
+    validate_task_options(opts, in_options=False)
+    assert resources_from_ray_options(opts) == {"CPU": 1.0, "GPU": 1.0, "faiss_gpu": 1.0}
+    opts["resources"]["faiss_gpu"] = 2.0
+    assert cfg.resources == {"faiss_gpu": 1.0}, "the options are a copy, not the config's own dict"
+
+
+def test_index_build_resources_are_custom_resources_only():
+    from pydantic import ValidationError
+
+    from distill.config import ConfigError, build_config
+    from serving.pipeline import IndexJobConfig
+
+    for reserved in ("GPU", "CPU", "memory"):
+        with pytest.raises(ValidationError, match=f"'{reserved}': Ray's own resources.*num_gpus"):
+            IndexBuildConfig(resources={reserved: 1})
+    with pytest.raises(ValidationError, match="'faiss_gpu': a request must be > 0"):
+        IndexBuildConfig(resources={"faiss_gpu": 0})
+    with pytest.raises(ConfigError, match=r"index\.resources: .*'GPU': Ray's own resources"):
+        build_config(IndexJobConfig, "index: {num_gpus: 1, resources: {GPU: 1}}")
+    assert build_config(IndexJobConfig, "index: {num_gpus: 1, resources: {faiss_gpu: 1}}").index.resources == \
+        {"faiss_gpu": 1.0}
+
+
 @pytest.mark.slow
 def test_parallel_build_equals_the_in_process_build(ray_local, tmp_path):
     """jobs/index.py's build: one training task, one task per shard reading the embedding files in
