@@ -66,12 +66,9 @@ def build_lock(uri: str) -> Iterator[None]:
     import fcntl
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".lock", "a") as handle:
+    with open(path + ".lock", "a") as handle:  # closing the file releases the lock
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 def write_bytes_atomic(data: bytes, uri: str) -> None:

@@ -10,33 +10,27 @@ Why: pip has no way to install a project *without one* of its dependencies. The 
 one installed last silently wins. That image installs the project with ``--no-deps`` and its
 dependencies from this list, so the list cannot drift from pyproject.toml.
 
-Only the standard library (tomllib, Python >= 3.11): it runs in the image before anything is
-installed. A name given to ``--drop`` that is not a dependency is an error (exit 2), so a renamed
+It needs only the standard library (tomllib, Python >= 3.11) and ``packaging``, which the Ray base
+image already has (a Ray dependency): it runs in the image before the project's dependencies are. A name given to ``--drop`` that is not a dependency is an error (exit 2), so a renamed
 dependency cannot make the drop silently do nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def canonical(name: str) -> str:
-    """PEP 503 normalised name: ``Faiss_CPU`` and ``faiss-cpu`` are the same project."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_name(requirement: str) -> str:
-    match = _NAME.match(requirement)
-    if not match:
-        raise ValueError(f"not a requirement: {requirement!r}")
-    return canonical(match.group(1))
+    """The PEP 503 name of a requirement string: ``Faiss_CPU>=1`` and ``faiss-cpu`` name one project."""
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def project_requirements(pyproject: Path = PYPROJECT, drop: list[str] | tuple[str, ...] = ()) -> list[str]:
@@ -44,7 +38,7 @@ def project_requirements(pyproject: Path = PYPROJECT, drop: list[str] | tuple[st
 
     Raises ``KeyError`` naming every ``drop`` entry that is not a dependency."""
     deps = tomllib.loads(Path(pyproject).read_text())["project"]["dependencies"]
-    dropped = {canonical(d) for d in drop}
+    dropped = {canonicalize_name(d) for d in drop}
     unknown = sorted(dropped - {requirement_name(r) for r in deps})
     if unknown:
         raise KeyError(", ".join(unknown))
