@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from distill import storage
+from distill.ray_utils import fan_out as _fan_out  # the name bench/tournament.py wraps to time round passes
 from distill.runs import digest, identity
 from distill.schemas import ELIMINATION_SCHEMA, TOURNAMENT_SCHEMA
 from distill.tournament.blocks import RoundArgs, finish_block, play_block
@@ -166,25 +167,6 @@ def _write_inputs(store: RoundStore, specs: list[TournamentSpec], block_candidat
         if len(arrays) > 64:  # many small distinct tuples (one match per tournament): keep the cache small
             arrays.clear()
     return len(blocks)
-
-
-def _fan_out(fn: Callable, calls: list[tuple], max_in_flight: int, on_result: Callable[[Any], None]) -> list[Any]:
-    """Run ``fn`` as Ray tasks over ``calls``, at most ``max_in_flight`` at once (num_cpus=0: the
-    judge actors may hold every CPU of a small machine, and these tasks mostly wait on them)."""
-    import ray
-
-    task = ray.remote(num_cpus=0)(fn)
-    results: list[Any] = []
-    pending: list[Any] = []
-    queue = list(calls)
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
-            pending.append(task.remote(*queue.pop(0)))
-        done, pending = ray.wait(pending, num_returns=1)
-        result = ray.get(done[0])
-        on_result(result)
-        results.append(result)
-    return results
 
 
 def run_tournaments(specs: list[TournamentSpec], payload: pa.Table | CatalogSource, cfg: TournamentConfig,

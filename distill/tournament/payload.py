@@ -73,15 +73,15 @@ def _hashes(ids: pa.Array, seed: int) -> np.ndarray:
                         for i in ids.to_pylist()), dtype=np.uint64, count=len(ids))
 
 
-def _sample_part(uri: str, split: str | None, m: int | None, seed: int) -> tuple[np.ndarray, list[str]]:
+def _sample_part(uri: str, split: str | None, m: int | None, seed: int) -> tuple[str, np.ndarray, list[str]]:
     ids = read_part(uri, ["item_id"], CatalogSource(uri, split).filter())["item_id"].combine_chunks()
     if m is None:
-        return np.zeros(len(ids), np.uint64), ids.to_pylist()
+        return uri, np.zeros(len(ids), np.uint64), ids.to_pylist()
     h = _hashes(ids, seed)
     if len(h) > m:
         keep = np.argpartition(h, m)[:m]
         h, ids = h[keep], ids.take(pa.array(keep))
-    return h, ids.to_pylist()
+    return uri, h, ids.to_pylist()
 
 
 def sample_ids(source: CatalogSource, m: int | None, seed: int) -> list[str]:
@@ -90,21 +90,23 @@ def sample_ids(source: CatalogSource, m: int | None, seed: int) -> list[str]:
     The sample is the ``m`` ids with the smallest seeded hash, merged as the parts answer, so the
     driver holds O(m) ids, never the catalog. With ``m`` None every id is returned, in part order.
     """
-    import ray
+    from distill.ray_utils import fan_out
 
-    task = ray.remote(num_cpus=0)(_sample_part)
     parts = source.parts()
     if not parts:
         raise FileNotFoundError(f"no catalog parts under {source.uri!r}")
-    refs = [task.remote(p, source.split, m, seed) for p in parts]
-    if m is None:
-        return [i for ref in refs for i in ray.get(ref)[1]]
+    calls = [(p, source.split, m, seed) for p in parts]
+    if m is None:  # every id, in part order
+        by_part = {uri: ids for uri, _, ids in fan_out(_sample_part, calls)}
+        return [i for p in parts for i in by_part[p]]
     best: list[tuple[int, str]] = []
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        h, ids = ray.get(done[0])
+
+    def merge(answer: tuple[str, np.ndarray, list[str]]) -> None:
+        nonlocal best
+        _, h, ids = answer
         best = heapq.nsmallest(m, best + list(zip(h.tolist(), ids)))
+
+    fan_out(_sample_part, calls, on_result=merge)
     return [i for _, i in sorted(best)]
 
 
@@ -115,10 +117,9 @@ def read_items(source: CatalogSource | pa.Table, ids: list[str], columns: list[s
     if isinstance(source, pa.Table):
         table = source.select(cols).filter(pc.is_in(source["item_id"], wanted))
     else:
-        import ray
+        from distill.ray_utils import fan_out
 
-        task = ray.remote(num_cpus=0)(read_part)
-        parts = ray.get([task.remote(p, cols, source.filter(wanted)) for p in source.parts()])
+        parts = fan_out(read_part, [(p, cols, source.filter(wanted)) for p in source.parts()])
         table = pa.concat_tables(parts) if parts else pa.table({c: [] for c in cols})
     pos = pc.index_in(pa.array(ids, pa.string()), value_set=table["item_id"])
     if pos.null_count:
@@ -168,13 +169,12 @@ def stage_payload(run_root: str, source: CatalogSource | pa.Table, columns: list
     else:
         import ray
 
-        task = ray.remote(num_cpus=0)(_stage_part)
+        from distill.ray_utils import fan_out
+
         ref = ray.put(universe)  # the candidate ids, not the catalog
-        parts = source.parts()
-        rows = 0
-        for lo in range(0, len(parts), 2):  # bounded fan-out: each task holds one part's columns
-            rows += sum(ray.get([task.remote(p, lo + n, source.split, columns, ref, out)
-                                 for n, p in enumerate(parts[lo:lo + 2])]))
+        # two in flight: each task holds one part's columns (images included) while it filters
+        rows = sum(fan_out(_stage_part, [(p, n, source.split, columns, ref, out)
+                                         for n, p in enumerate(source.parts())], max_in_flight=2))
     if rows != len(universe):
         raise ValueError(f"{len(universe) - rows} candidate(s) are not in the catalog (or appear twice in it)")
     storage.write_json_atomic({"columns": columns, "rows": rows}, manifest)
