@@ -15,7 +15,7 @@
 
 The schema tests skip where the CRDs are absent (``../shared/kuberay-crds``, or
 ``$KUBERAY_CRDS``). The real ``ray start --head`` + ``ray job submit`` path is
-``tests/test_tournament_job.py::test_ray_job_submit_against_a_local_head``.
+``tests/test_vlm_job.py::test_vlm_tiny_config_through_ray_job_submit``.
 """
 
 from __future__ import annotations

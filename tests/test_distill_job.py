@@ -1,11 +1,14 @@
-"""jobs/distill.py end to end on a small demo world: pretrain, two arms under two seeds each, the
-student ceiling, a validation-only report, then the final read of the lockbox."""
+"""jobs/sweep.py then jobs/distill.py end to end on a small demo world, into one output as users run
+them: the recorded validation sweep; then pretrain (the sweep's, reused), two arms under two seeds
+each with the sweep's choice applied, the student ceiling, a validation-only report, and the final
+read of the lockbox."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from distill import storage
@@ -14,19 +17,18 @@ WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=3
          "world.parts_per_split=1"]  # the world tests/test_distill.py builds (cached once per machine)
 
 
-def _entry():
+def _entry(script: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("distill_job_entry", Path(__file__).parents[1] / "jobs" / "distill.py")
+    spec = importlib.util.spec_from_file_location(f"{script}_entry", Path(__file__).parents[1] / "jobs" / f"{script}.py")
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     return entry
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # five Ray Train runs + three tournaments on a shared 2-core machine
-def test_distill_job_reports_on_validation_then_opens_the_lockbox_once(ray_local, tmp_path, capsys):
-    entry = _entry()
+@pytest.mark.timeout(2400)  # eight Ray Train runs + three tournaments on a shared 2-core machine
+def test_sweep_then_distill_job_reports_on_validation_then_opens_the_lockbox_once(ray_local, tmp_path, capsys):
     out = tmp_path / "runs" / "distill-small"
     small = ["pretrain.steps=4", "pretrain.max_items=128", "pretrain.batch_size=32", "pretrain.warmup_steps=1",
              "eval.test_personas=6", "eval.test_max_candidates=160", "eval.val_personas=4",
@@ -36,10 +38,27 @@ def test_distill_job_reports_on_validation_then_opens_the_lockbox_once(ray_local
         small += [f"{preset}.cycles=1", f"{preset}.matches_per_cycle={matches}",
                   f"{preset}.train_catalog_max_items=128", f"{preset}.train.num_workers=1"]
 
+    # 0. the sweep: the default's learning rate on a recorded grid, validation only
+    record = _entry("sweep").main(WORLD + small + ["sweep.presets=[default]", "sweep.lr_factors=[1.0, 3.0]",
+                                                   "sweep.knob=train.epochs", "sweep.knob_values=[1]"])
+    printed = capsys.readouterr().out
+    assert record["runs_per_preset"] == {"default": 2} and len(record["rows"]) == 2
+    assert len({r["changes"] for r in record["rows"]}) == 2
+    saved = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert saved["chosen"] == record["chosen"] and pq.read_table(out / "sweep" / "sweep.parquet").num_rows == 2
+    best = max(record["rows"], key=lambda r: r["val_mpr"])
+    assert record["chosen"]["default"] == json.loads(best["changes"]) and "<- chosen" in printed
+    assert not (out / "eval" / "test-tournaments").exists()  # validation only
+    pretrained = sorted(p.stat().st_mtime for p in (out / "pretrained").rglob("*") if p.is_file())
+    assert pretrained, "the sweep pretrained the start under the run output"
+
+    entry = _entry("distill")
     # 1. the default: validation only; the test split is not read and the lockbox not opened
     val_report = entry.main(WORLD + small)
     printed = capsys.readouterr().out
     assert val_report["split"] == "val" and val_report["lockbox"] is None
+    assert val_report["tuned"] == record["chosen"]  # the sweep's choice is applied
+    assert sorted(p.stat().st_mtime for p in (out / "pretrained").rglob("*") if p.is_file()) == pretrained
     assert not (out / "eval" / "test-tournaments").exists() and not (tmp_path / "runs" / "lockbox").exists()
     assert (out / "eval" / "report-val.json").exists() and not (out / "eval" / "report.json").exists()
     assert "validation only" in printed
