@@ -556,7 +556,7 @@ def test_cluster_docs_walk_through_every_step_and_every_manifest() -> None:
     text = (REPO / "docs" / "cluster.md").read_text()
     for needle in ("helm install kuberay-operator", "kubectl apply -f cluster/raycluster.yaml", "port-forward",
                    "ray job submit", "kubectl apply -f cluster/rayservice.yaml", "curl", "docker build -f cluster/Dockerfile",
-                   "tests/test_tournament_job.py"):
+                   "tests/test_vlm_job.py"):
         assert needle in text, f"docs/cluster.md lacks {needle!r}"
     for path, doc in DOCS:
         assert f"cluster/{path.name}" in text, f"docs/cluster.md never mentions cluster/{path.name}"
