@@ -8,7 +8,11 @@ the teacher and for training.
 
 Each cycle writes under ``<output>/cycle-NNN/``:
 
-* ``embeddings/`` the cycle's student's embeddings of the (sampled) train catalog;
+* ``embeddings/`` the cycle's student's embeddings of the (sampled) train catalog; with an
+  ``embeddings_cache`` (the distill job and the sweep pass ``<output>/train-embeddings``) they live
+  there instead, named by checkpoint and selection, so arms, seeds and sweep variants that start
+  from one student over one subsample embed it once (at 10 M images, once instead of once per
+  arm and seed);
 * ``judge/``   the teacher's single-match tournaments (the tournament engine's round store), so a
                rerun reuses every judgement already paid for;
 * training checkpoints under ``<output>/train/cycle-NNN`` (Ray Train; a rerun resumes);
@@ -27,7 +31,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill import datasets, storage
-from distill.embed import EmbedConfig, embed_catalog
+from distill.embed import EmbedConfig, embed_catalog, selection_key
 from distill.errors import DataError
 from distill.eval_sets import EvalSet, evaluate_student
 from distill.label_quality import mass_summary, training_labels
@@ -147,8 +151,25 @@ def _images_of(root: str, matches: pa.Table) -> dict[str, bytes]:
     return dict(zip(rows["item_id"].to_pylist(), rows["image"].to_pylist()))
 
 
+def shared_embeddings_dir(output: str) -> str:
+    """The train-embeddings cache of a distill job's (or sweep's) output, shared by its runs."""
+    return storage.join(output, "train-embeddings")
+
+
+def train_embeddings_uri(cache: str | None, cycle_dir: str, checkpoint: str, item_ids) -> str:
+    """Where a cycle's train-catalog embeddings go: its own ``embeddings/``, or the shared cache
+    under a name that says which student embedded which selection."""
+    if cache is None:
+        return storage.join(cycle_dir, "embeddings")
+    from distill.student import read_checkpoint_meta
+
+    ckpt = read_checkpoint_meta(checkpoint)["checkpoint_id"][:16]
+    return storage.join(cache, f"train-{ckpt}-{selection_key(item_ids) or 'whole-split'}")
+
+
 def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
-               val: EvalSet | None = None, progress: bool = True, label: str = "") -> CycleResult:
+               val: EvalSet | None = None, progress: bool = True, label: str = "",
+               embeddings_cache: str | None = None) -> CycleResult:
     from distill.tournament import TournamentSpec, run_tournaments
 
     log = (lambda msg: print(f"[{label or 'distill'}] {msg}", flush=True)) if progress else (lambda msg: None)
@@ -186,12 +207,13 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         student = Student.load(ckpt)
         # 1. embed the catalog with the current student (the pipeline); 2. one k-way match per persona,
         # drawn from the score bins by chunked tasks over the embeddings
-        emb = embed_catalog(root, ckpt, storage.join(cdir, "embeddings"), cfg.embed, split="train",
-                            item_ids=item_ids)
+        emb_uri = train_embeddings_uri(embeddings_cache, cdir, ckpt, item_ids)
+        with storage.build_lock(emb_uri):  # runs sharing the cache on one machine embed it once
+            emb = embed_catalog(root, ckpt, emb_uri, cfg.embed, split="train", item_ids=item_ids)
         rng = rng_for(cfg.seed, "cycle", c)
         chosen = rng.choice(len(p_ids), cfg.matches_per_cycle, replace=cfg.matches_per_cycle > len(p_ids))
         tids = [f"c{c:03d}-{n:05d}" for n in range(len(chosen))]
-        drawn = sample_matches(storage.join(cdir, "embeddings"), student.encode_texts([p_texts[i] for i in chosen]),
+        drawn = sample_matches(emb_uri, student.encode_texts([p_texts[i] for i in chosen]),
                                [seed_for(cfg.seed, "cycle", c, t) for t in tids], cfg.sampler)
         specs = [TournamentSpec(tournament_id=t, persona_id=p_ids[pi], persona_text=p_texts[pi], candidate_ids=cand)
                  for t, pi, cand in zip(tids, chosen, drawn.candidates)]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from distill import datasets, storage
 from distill.config import deep_merge
-from distill.cycles import CycleConfig, run_cycles
+from distill.cycles import CycleConfig, run_cycles, shared_embeddings_dir
 from distill.judges.config import JudgeConfig, TextOracleConfig
 from distill.pretrain import PretrainConfig, with_demo_captions
 from distill.sampling import SamplerConfig
@@ -263,12 +263,14 @@ def run(cfg: DistillJobConfig) -> dict:
     for name in cfg.presets:
         arm = arm_config(name, pad, default)
         results[name] = [run_cycles(seeded(arm, s), root, start, storage.join(out, "presets", name, f"seed-{s}"),
-                                    cfg.judge, cfg.pool, val=val, progress=cfg.progress, label=f"{name}/seed {s}")
+                                    cfg.judge, cfg.pool, val=val, progress=cfg.progress, label=f"{name}/seed {s}",
+                                    embeddings_cache=shared_embeddings_dir(out))
                          for s in seeds]
     ceiling = None
     if cfg.eval.student_ceiling:
         ceiling = run_cycles(cfg.ceiling, root, start, storage.join(out, "presets", "student-ceiling"), cfg.judge,
-                             cfg.pool, val=val, progress=cfg.progress, label="student ceiling")
+                             cfg.pool, val=val, progress=cfg.progress, label="student ceiling",
+                             embeddings_cache=shared_embeddings_dir(out))
 
     ev = cfg.eval
     lockbox = None

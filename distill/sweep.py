@@ -105,7 +105,7 @@ def run_sweep(cfg) -> dict:
     ``cfg`` is the distillation job's config (``DistillJobConfig``): same world, start, teacher,
     validation set and output folder as the runs the chosen values are then applied to.
     """
-    from distill.cycles import best_cycle, run_cycles
+    from distill.cycles import best_cycle, run_cycles, shared_embeddings_dir
     from distill.distill_job import build_val, ensure_pretrained, replicate_seeds, resolve_root, seeded
 
     sw: SweepConfig = cfg.sweep
@@ -123,7 +123,8 @@ def run_sweep(cfg) -> dict:
                 res = run_cycles(seeded(variant, s), root, start,
                                  storage.join(out, SWEEP_DIR, preset_name, point_name(point), f"seed-{s}"),
                                  cfg.judge, cfg.pool, val=val, progress=cfg.progress,
-                                 label=f"sweep {preset_name} {point_name(point)} seed {s}")
+                                 label=f"sweep {preset_name} {point_name(point)} seed {s}",
+                                 embeddings_cache=shared_embeddings_dir(out))
                 b = best_cycle(res.history)
                 chosen = res.history[b if b is not None else -1]
                 rows.append({"preset": preset_name, "grid_index": i, "point": point_name(point),

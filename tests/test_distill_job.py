@@ -67,6 +67,10 @@ def test_sweep_then_distill_job_reports_on_validation_then_opens_the_lockbox_onc
     for arm in ("pad", "default"):
         for s in seeds:
             assert (out / "presets" / arm / f"seed-{s}" / "cycle-001" / "done.json").exists()
+    # the sweep's two runs, two arms x two seeds and the ceiling start from one student: each train
+    # subsample (one per seed, and the ceiling's own) was embedded once into the shared cache
+    cached = [p for p in (out / "train-embeddings").iterdir() if p.is_dir()]
+    assert len(cached) == len(seeds) + 1 and not list((out / "presets").rglob("cycle-*/embeddings"))
     done = out / "presets" / "default" / f"seed-{seeds[1]}" / "cycle-001" / "done.json"
     trained_at = done.stat().st_mtime
 
