@@ -68,12 +68,23 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_vlm(vllm_python, tmp_path_factory) -> str:
-    """A tiny random-weight Qwen2-VL built once per session with the vLLM venv's transformers."""
+def tiny_vlm(vllm_python) -> str:
+    """A tiny random-weight Qwen2-VL built with the vLLM venv's transformers, once per machine:
+    cached under the test home by the builder script's content, so the two xdist workers (and
+    later runs) share one build. The build lock makes the second worker wait for the first."""
+    import hashlib
     import subprocess
 
-    out = tmp_path_factory.mktemp("tiny-qwen2-vl")
-    subprocess.run([str(vllm_python), str(REPO / "tests" / "fixtures" / "tiny_vlm.py"), str(out)],
-                   check=True, capture_output=True, timeout=300)
+    from distill import storage
+
+    script = REPO / "tests" / "fixtures" / "tiny_vlm.py"
+    key = hashlib.sha256(script.read_bytes() + str(vllm_python.resolve()).encode()).hexdigest()[:12]
+    out = Path(os.environ["PERSONA_DISTILL_HOME"]) / "models" / f"tiny-qwen2-vl-{key}"
+    built = out.with_name(out.name + ".built")  # beside it: the model folder holds only the model
+    with storage.build_lock(str(out)):
+        if not built.exists():
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            subprocess.run([str(vllm_python), str(script), str(out)], check=True, capture_output=True, timeout=300)
+            built.write_text("ok")
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     return str(out)
