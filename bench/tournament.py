@@ -14,7 +14,7 @@ demo world is cached, by ``ensure_world``, under ``$PERSONA_DISTILL_HOME``.
    text oracle ``TextOracleConfig()`` (MiniLM on CPU), on the demo world's test personas x a
    seeded sample of its test catalog (``build_specs``; default ``--max-candidates 0``: all of it).
    The judge actors (``JudgeHostPool``) start once per run and serve every round; each round
-   is one fan-out of block tasks. Pass times come from timing the engine's ``_fan_out`` of ``play_block``.
+   is one fan-out of block tasks. Pass times are the engine's own record (``RunSummary.round_passes``).
    - end-to-end: all matches / wall time of ``run_tournaments``: judge start-up (MiniLM load),
      every round's pass, planning and commits; not Ray's start-up nor building the world.
    - steady state: (matches of round 0 - 1) / (round 0's pass - the pass of a 1-match run).
@@ -40,8 +40,7 @@ demo world is cached, by ``ensure_world``, under ``$PERSONA_DISTILL_HOME``.
 
 The last line is machine-readable (``tournament: key=value ...``). ``--smoke`` plays every figure
 at toy size on a small demo world of its own (its numbers mean nothing; CI runs it so the bench
-cannot break unnoticed). The round-pass columns of figure 1 time the engine's private
-``_fan_out`` of ``play_block``; an engine without them gets the end-to-end figures only, and says so.
+cannot break unnoticed).
 """
 
 from __future__ import annotations
@@ -53,7 +52,6 @@ import platform
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +60,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distill.judges.config import RandomJudgeConfig, TextOracleConfig  # noqa: E402
-from distill.tournament import bracket, engine  # noqa: E402
+from distill.tournament import bracket  # noqa: E402
 from distill.tournament.engine import (JudgePoolConfig, TournamentConfig, TournamentSpec,  # noqa: E402
                                        run_tournaments)
 from distill.tournament import DataConfig, build_specs  # noqa: E402
@@ -83,37 +81,12 @@ SMOKE = dict(personas=2, max_candidates=50, n=64, ks="2,5", views="1,2", batch_s
              world_products=600, world_personas=100)
 
 
-@contextmanager
-def timed_passes():
-    """Record (matches, seconds) of every round's fan-out of block tasks by wrapping the engine's
-    ``_fan_out`` (a private hook: if the engine no longer has it or ``play_block``, nothing is
-    recorded and the pass columns say n/a)."""
-    passes: list[tuple[int, float]] = []
-    original = getattr(engine, "_fan_out", None)
-    if original is None or not hasattr(engine, "play_block"):
-        yield passes
-        return
-
-    def timed(fn, calls, *args, **kwargs):
-        t = time.perf_counter()
-        results = original(fn, calls, *args, **kwargs)
-        if fn is engine.play_block:
-            passes.append((sum(r["planned"] for r in results), time.perf_counter() - t))
-        return results
-
-    engine._fan_out = timed
-    try:
-        yield passes
-    finally:
-        engine._fan_out = original
-
-
 def play(specs, payload, cfg, judge, pool, out_dir: str):
-    """One fresh run; returns the result, its wall seconds and its per-round pass timings."""
-    with timed_passes() as passes:
-        t = time.perf_counter()
-        res = run_tournaments(specs, payload, cfg, judge, pool, tempfile.mkdtemp(dir=out_dir), progress=False)
-        return res, time.perf_counter() - t, passes
+    """One fresh run; returns the result, its wall seconds and its per-round pass timings (the
+    engine records each round pass in its summary)."""
+    t = time.perf_counter()
+    res = run_tournaments(specs, payload, cfg, judge, pool, tempfile.mkdtemp(dir=out_dir), progress=False)
+    return res, time.perf_counter() - t, [tuple(p) for p in res.summary.round_passes]
 
 
 def throughput(name: str, res, wall: float, passes: list[tuple[int, float]], one_match_pass: float | None) -> dict:
@@ -233,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['judge']:<16}{r['matches']:>8}{r['rounds']:>7}{r['seconds']:>8.1f}{r['end_to_end']:>12.0f}"
                   f"{round0:>16}{one_pass:>13}{steady:>14}{later:>12}")
         if not rows[0]["round_passes"]:
-            print("   (round passes not timed: distill.tournament.engine has no _fan_out / play_block to wrap)")
+            print("   (no round passes recorded in the run summary)")
         for r in rows:
             print(f"   {r['judge']} round passes (matches: s): "
                   + ", ".join(f"{n}: {t:.1f}" for n, t in r["round_passes"]))

@@ -69,11 +69,12 @@ def fan_out(fn: Callable, calls: Iterable[tuple], max_in_flight: int | None = No
     limit = max_in_flight or light_task_slots()
     results: list[Any] = []
     pending: list[Any] = []
-    queue = list(calls)
-    queue.reverse()
-    while queue or pending:
-        while queue and len(pending) < limit:
-            pending.append(task.remote(*queue.pop()))
+    todo = iter(calls)
+    while True:
+        while len(pending) < limit and (call := next(todo, None)) is not None:
+            pending.append(task.remote(*call))
+        if not pending:
+            break
         done, pending = ray.wait(pending, num_returns=1)
         result = ray.get(done[0])
         if on_result is not None:

@@ -11,8 +11,9 @@ one installed last silently wins. That image installs the project with ``--no-de
 dependencies from this list, so the list cannot drift from pyproject.toml.
 
 It needs only the standard library (tomllib, Python >= 3.11) and ``packaging``, which the Ray base
-image already has (a Ray dependency): it runs in the image before the project's dependencies are. A name given to ``--drop`` that is not a dependency is an error (exit 2), so a renamed
-dependency cannot make the drop silently do nothing.
+image already has (a Ray dependency): it runs in the image before the project's dependencies are.
+A name given to ``--drop`` that is not a dependency is an error (exit 2), so a renamed dependency
+cannot make the drop silently do nothing.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=3
 def _entry(script: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"{script}_entry", Path(__file__).parents[1] / "jobs" / f"{script}.py")
+    path = Path(__file__).parents[1] / "jobs" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(f"{script}_entry", path)
     entry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(entry)
     return entry

@@ -59,6 +59,8 @@ def test_noiseless_oracle_finds_the_true_best_with_minimum_calls(ray_local, tmp_
     assert res.tournaments["n_rounds"].to_pylist() == [2] * 3
     m = res.matches
     assert m.num_rows == 3 * 9 and len(set(m["match_key"].to_pylist())) == m.num_rows
+    # the run records each round pass (what bench/tournament.py times): 3 x 8 matches, then 3 x 1
+    assert [n for n, _ in res.summary.round_passes] == [24, 3] and all(t > 0 for _, t in res.summary.round_passes)
     for cands, scores, winner in zip(m["candidate_ids"].to_pylist(), m["scores"].to_pylist(), m["winner_id"].to_pylist()):
         assert len(scores) == len(cands) and abs(sum(scores) - 1) < 1e-4
         assert winner == cands[int(np.argmax(scores))]

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from distill import storage
-from distill.ray_utils import fan_out as _fan_out  # the name bench/tournament.py wraps to time round passes
+from distill.ray_utils import fan_out
 from distill.runs import digest, identity
 from distill.schemas import ELIMINATION_SCHEMA, TOURNAMENT_SCHEMA
 from distill.tournament.blocks import RoundArgs, finish_block, play_block
@@ -76,6 +76,9 @@ class RunSummary(BaseModel):
     judged_this_attempt: int
     reused_from_earlier_attempts: int
     seconds: float
+    round_passes: list[tuple[int, float]] = Field(default_factory=list, description=(
+        "(matches planned, seconds) of each round pass played by the attempt that finished the run: where "
+        "its time went, round by round (bench/tournament.py reads it)"))
 
 
 @dataclass
@@ -205,6 +208,7 @@ def run_tournaments(specs: list[TournamentSpec], payload: pa.Table | CatalogSour
     args = RoundArgs(root=output, fingerprint=fingerprint, k=cfg.k, n_views=cfg.n_views, seed=cfg.seed,
                      batch_size=pool.batch_size, attempt_id=attempt_id)
     blocks = range(state.n_blocks)
+    passes: list[tuple[int, float]] = []
     if state.open_tournaments:
         with JudgeHostPool(pool, judge_dump, cfg.winner_rule, attempt_id) as hosts:
             columns = hosts.payload_columns()
@@ -213,16 +217,17 @@ def run_tournaments(specs: list[TournamentSpec], payload: pa.Table | CatalogSour
             args = RoundArgs(**{**args.__dict__, "payload_columns": tuple(columns)})
             r = state.committed_rounds
             while state.open_tournaments:
+                pass_started = time.perf_counter()
                 est = math.ceil((state.entering or 0) / cfg.k)
                 handles = hosts.for_round(math.ceil(est / pool.batch_size))
                 with tqdm(total=est, disable=not progress, desc=f"round {r} (~{est} matches)", unit="match") as bar:
-                    results = _fan_out(play_block, [(args, r, b, handles) for b in blocks],
-                                       max_in_flight=len(handles) + 1, on_result=lambda x: bar.update(x["planned"]))
+                    results = fan_out(play_block, [(args, r, b, handles) for b in blocks],
+                                      max_in_flight=len(handles) + 1, on_result=lambda x: bar.update(x["planned"]))
+                passes.append((sum(x["planned"] for x in results), round(time.perf_counter() - pass_started, 3)))
                 store.commit_round(state, r, open_tournaments=sum(x["open"] for x in results),
                                    entering=sum(x["entering"] for x in results))
                 r += 1
-    finished = _fan_out(finish_block, [(args, b, state.committed_rounds) for b in blocks],
-                        max_in_flight=2, on_result=lambda x: None)
+    finished = fan_out(finish_block, [(args, b, state.committed_rounds) for b in blocks], max_in_flight=2)
     tournaments = pa.concat_tables([t for t, _ in finished])
     stats = {key: sum(s[key] for _, s in finished) for key in finished[0][1]}
     label_mass = None
@@ -230,7 +235,7 @@ def run_tournaments(specs: list[TournamentSpec], payload: pa.Table | CatalogSour
         import ray
 
         label_mass = ray.get(ray.remote(num_cpus=0)(_label_mass).remote(store, state))
-    summary = _summary(output, specs, cfg, stats, state.committed_rounds, time.time() - t0, label_mass)
+    summary = _summary(output, specs, cfg, stats, state.committed_rounds, time.time() - t0, label_mass, passes)
     storage.write_table_atomic(tournaments, store.path("tournaments.parquet"), TOURNAMENT_SCHEMA)
     storage.write_json_atomic(summary.model_dump(), store.path("summary.json"))
     state.finished = True
@@ -249,7 +254,8 @@ def _label_mass(store: RoundStore, state: RunState) -> dict:
 
 
 def _summary(output: str, specs: list[TournamentSpec], cfg: TournamentConfig, stats: dict, rounds: int,
-             seconds: float, label_mass: dict | None = None) -> RunSummary:
+             seconds: float, label_mass: dict | None = None,
+             round_passes: list[tuple[int, float]] | None = None) -> RunSummary:
     """Counts from the committed matches. Judged now / reused are read from each match's
     ``attempt_id``, so a rerun after a killed driver credits the earlier attempts with every
     match they judged, committed or only staged."""
@@ -265,4 +271,4 @@ def _summary(output: str, specs: list[TournamentSpec], cfg: TournamentConfig, st
         pairwise_calls_per_tournament=sum(len(s.candidate_ids) - 1 for s in specs) / n,
         failed_matches=stats["failed"], winner_changed_by_debiasing=changed,
         judged_this_attempt=stats["this_attempt"], reused_from_earlier_attempts=stats["matches"] - stats["this_attempt"],
-        seconds=round(seconds, 2))
+        seconds=round(seconds, 2), round_passes=round_passes or [])
