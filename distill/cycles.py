@@ -23,6 +23,7 @@ A rerun skips finished cycles and continues the first unfinished one.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -38,7 +39,7 @@ from distill.label_quality import mass_summary, training_labels
 from distill.sampling import SamplerConfig
 from distill.scoring import sample_matches
 from distill.seeding import rng_for, seed_for
-from distill.student import STUDENT_JSON, Student, StudentConfig
+from distill.student import STUDENT_JSON, Student, StudentConfig, read_checkpoint_meta
 from distill.train import TrainConfig, examples_table, preference_dataset, train_preferences
 
 
@@ -156,15 +157,12 @@ def shared_embeddings_dir(output: str) -> str:
     return storage.join(output, "train-embeddings")
 
 
-def train_embeddings_uri(cache: str | None, cycle_dir: str, checkpoint: str, item_ids) -> str:
+def train_embeddings_uri(cache: str | None, cycle_dir: str, checkpoint_hash: str, item_ids) -> str:
     """Where a cycle's train-catalog embeddings go: its own ``embeddings/``, or the shared cache
-    under a name that says which student embedded which selection."""
+    under a name that says which student (its checkpoint id) embedded which selection."""
     if cache is None:
         return storage.join(cycle_dir, "embeddings")
-    from distill.student import read_checkpoint_meta
-
-    ckpt = read_checkpoint_meta(checkpoint)["checkpoint_id"][:16]
-    return storage.join(cache, f"train-{ckpt}-{selection_key(item_ids) or 'whole-split'}")
+    return storage.join(cache, f"train-{checkpoint_hash[:16]}-{selection_key(item_ids) or 'whole-split'}")
 
 
 def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, judge, pool,
@@ -207,9 +205,12 @@ def run_cycles(cfg: CycleConfig, root: str, start_checkpoint: str, output: str, 
         student = Student.load(ckpt)
         # 1. embed the catalog with the current student (the pipeline); 2. one k-way match per persona,
         # drawn from the score bins by chunked tasks over the embeddings
-        emb_uri = train_embeddings_uri(embeddings_cache, cdir, ckpt, item_ids)
-        with storage.build_lock(emb_uri):  # runs sharing the cache on one machine embed it once
-            emb = embed_catalog(root, ckpt, emb_uri, cfg.embed, split="train", item_ids=item_ids)
+        ckpt_hash = read_checkpoint_meta(ckpt)["checkpoint_id"]
+        emb_uri = train_embeddings_uri(embeddings_cache, cdir, ckpt_hash, item_ids)
+        # runs sharing the cache on one machine embed it once; a cycle's own folder needs no lock
+        with storage.build_lock(emb_uri) if embeddings_cache else contextlib.nullcontext():
+            emb = embed_catalog(root, ckpt, emb_uri, cfg.embed, split="train", item_ids=item_ids,
+                                checkpoint_hash=ckpt_hash)
         rng = rng_for(cfg.seed, "cycle", c)
         chosen = rng.choice(len(p_ids), cfg.matches_per_cycle, replace=cfg.matches_per_cycle > len(p_ids))
         tids = [f"c{c:03d}-{n:05d}" for n in range(len(chosen))]

@@ -109,27 +109,36 @@ def is_hf_text(student) -> bool:
     return getattr(getattr(getattr(student.model, "text", None), "config", None), "pad_token_id", None) is not None
 
 
-def export_text_onnx(student_or_uri, out_dir: str) -> str:
-    """Trace the text tower to ``<out_dir>/text_tower.onnx`` (atomic); returns its path."""
+def trace_to_onnx(module: torch.nn.Module, inputs: tuple, out_uri: str, input_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]]) -> None:
+    """Trace ``module`` on ``inputs`` into one ONNX graph with the output ``embedding``, written
+    atomically to ``out_uri``. Shared by the student's text tower (below) and the demo's sentence
+    encoder (``distill.text_encoder``): two different networks, one way of exporting them.
+
+    TorchScript tracing (``dynamo=False``) at opset ``ONNX_OPSET``: it handles Hugging Face towers
+    without onnxscript, and the traced graphs are tested against eager torch."""
     import tempfile
     import warnings
 
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript tracer's notes about HF's Python branches
+        path = os.path.join(tmp, "graph.onnx")
+        torch.onnx.export(module.eval(), inputs, path, dynamo=False, input_names=input_names,
+                          output_names=["embedding"], dynamic_axes=dynamic_axes, opset_version=ONNX_OPSET)
+        with open(path, "rb") as f:
+            storage.write_bytes_atomic(f.read(), out_uri)
+
+
+def export_text_onnx(student_or_uri, out_dir: str) -> str:
+    """Trace the text tower to ``<out_dir>/text_tower.onnx`` (atomic); returns its path."""
     student = _load(student_or_uri)
     model = student.model.eval()
     sample = student.trim_padding(student.tokenize(["a gift for a mother who loves gardening", "a cat lover"]))
     dynamic = {"input_ids": {0: "batch"}, "embedding": {0: "batch"}}
     if is_hf_text(student):  # HF towers mask pads, so the padded length may vary per batch
         dynamic["input_ids"][1] = "seq"
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript tracer's notes about HF's Python branches
-        path = os.path.join(tmp, ONNX_TEXT)
-        with torch.no_grad():
-            torch.onnx.export(_TextTower(model), (sample,), path, dynamo=False, input_names=["input_ids"],
-                              output_names=["embedding"], dynamic_axes=dynamic, opset_version=ONNX_OPSET)
-        with open(path, "rb") as f:
-            data = f.read()
     out = storage.join(out_dir, ONNX_TEXT)
-    storage.write_bytes_atomic(data, out)
+    trace_to_onnx(_TextTower(model), (sample,), out, ["input_ids"], dynamic)
     pad = model.text.config.pad_token_id if is_hf_text(student) else None
     _write_meta(out_dir, student, onnx_text=ONNX_TEXT, onnx_pad_token_id=pad, onnx_opset=ONNX_OPSET)
     return out

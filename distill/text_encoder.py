@@ -47,11 +47,11 @@ def model_settings(model_path: str) -> dict:
     modules_file = os.path.join(model_path, "modules.json")
     if not os.path.exists(modules_file):
         raise ValueError(f"{modules_file}: not found; judge.model_path must be a sentence-transformers model directory")
-    types = [m.get("type", "").rsplit(".", 1)[-1] for m in _read_json(modules_file)]
+    modules = _read_json(modules_file)
+    types = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
     if types[:2] != ["Transformer", "Pooling"] or not set(types[2:]) <= {"Normalize"}:
         raise ValueError(f"{modules_file}: modules {types} are not Transformer, Pooling[, Normalize]")
-    pooling_dir = next(m["path"] for m in _read_json(modules_file) if m["type"].endswith("Pooling"))
-    pooling_file = os.path.join(model_path, pooling_dir, "config.json")
+    pooling_file = os.path.join(model_path, modules[1].get("path", ""), "config.json")
     on = sorted(k for k, v in _read_json(pooling_file).items() if k.startswith("pooling_mode_") and v)
     modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
     if len(on) != 1 or on[0] not in modes:
@@ -75,14 +75,11 @@ def export_onnx(model_path: str, out_file: str) -> None:
     """Trace the model's transformer with its pooling and normalisation into one ONNX graph.
 
     Inputs ``input_ids`` and ``attention_mask`` (batch x seq, int64); output ``embedding``."""
-    import tempfile
-    import warnings
-
     import torch
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    from distill import storage
+    from distill.export import trace_to_onnx
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar inside a job's progress
 
@@ -104,16 +101,9 @@ def export_onnx(model_path: str, out_file: str) -> None:
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     ids = torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]])
-    mask = (ids != 0).long()
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript tracer's notes about HF's Python branches
-        path = os.path.join(tmp, ONNX_FILE)
-        torch.onnx.export(Pooled(), (ids, mask), path, dynamo=False, input_names=["input_ids", "attention_mask"],
-                          output_names=["embedding"], opset_version=17,
-                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                        "embedding": {0: "batch"}})
-        with open(path, "rb") as f:
-            storage.write_bytes_atomic(f.read(), out_file)
+    trace_to_onnx(Pooled(), (ids, (ids != 0).long()), out_file, ["input_ids", "attention_mask"],
+                  {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                   "embedding": {0: "batch"}})
 
 
 def exported_onnx(model_path: str) -> str:

@@ -73,17 +73,22 @@ def tiny_vlm(vllm_python) -> str:
     cached under the test home by the builder script's content, so the two xdist workers (and
     later runs) share one build. The build lock makes the second worker wait for the first."""
     import hashlib
+    import shutil
     import subprocess
 
     from distill import storage
 
     script = REPO / "tests" / "fixtures" / "tiny_vlm.py"
-    key = hashlib.sha256(script.read_bytes() + str(vllm_python.resolve()).encode()).hexdigest()[:12]
+    # the builder, the venv, and the venv's transformers (a rebuilt venv may write other files)
+    site = vllm_python.parent.parent / "lib"
+    versions = sorted(p.name for p in site.glob("python*/site-packages/transformers-*.dist-info"))
+    key = hashlib.sha256(script.read_bytes() + str(vllm_python.resolve()).encode()
+                         + "|".join(versions).encode()).hexdigest()[:12]
     out = Path(os.environ["PERSONA_DISTILL_HOME"]) / "models" / f"tiny-qwen2-vl-{key}"
     built = out.with_name(out.name + ".built")  # beside it: the model folder holds only the model
     with storage.build_lock(str(out)):
         if not built.exists():
-            subprocess.run(["rm", "-rf", str(out)], check=True)
+            shutil.rmtree(out, ignore_errors=True)
             subprocess.run([str(vllm_python), str(script), str(out)], check=True, capture_output=True, timeout=300)
             built.write_text("ok")
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
