@@ -137,14 +137,18 @@ def preference_dataset(table: pa.Table, student: Student, k: int | None = None, 
     """
     import ray.data
 
-    from distill.ray_utils import init_ray
+    from distill.ray_utils import init_ray, light_task_slots
 
     init_ray()
     k = k or max((len(x) for x in table["images"].to_pylist()), default=1)
     n_blocks = max(1, min(64, table.num_rows // max(1, batch_size)))
+    # At most one task per cluster CPU in flight: a fractional-CPU task would otherwise let Ray run
+    # 1/num_cpus tasks per core, each in a fresh worker that imports torch and open_clip (~5 s of
+    # CPU) to unpickle the transform and tokenizer for a batch that takes 0.05 s to preprocess.
     ds = ray.data.from_arrow(table).repartition(n_blocks).map_batches(
         preprocess_batch, fn_kwargs={"preprocess": student.preprocess, "tokenizer": student.tokenizer, "k": k},
-        batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus)
+        batch_size=batch_size, batch_format="numpy", num_cpus=num_cpus,
+        compute=ray.data.TaskPoolStrategy(size=min(n_blocks, light_task_slots())))
     # Blocks keep the table's order (Ray Data otherwise emits them as tasks finish), so a seeded
     # run sees its examples in the same order every time and reproduces its weights.
     ds.context.execution_options.preserve_order = True
