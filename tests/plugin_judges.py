@@ -102,3 +102,24 @@ class ImageBytesJudge(Judge):
                 continue
             out.append(Judgement(scores=softmax(np.array([image_key(c.image) for c in v.candidates]), 0.001)))
         return out
+
+
+class FailsOnItemJudge(_Wrapped):
+    """The random judge, except that every view showing ``item_id`` fails (as a VLM fails a match
+    whose product photo will not decode), and scored views carry a label mass in their extras."""
+
+    payload_columns = ()
+
+    def __init__(self, item_id: str, label_mass: float = 0.75):
+        self.item_id = item_id
+        self.label_mass = label_mass
+        self.inner = RandomJudge()
+
+    def judge(self, views: list[MatchView]) -> list[Judgement]:
+        out = []
+        for v, j in zip(views, self.inner.judge(views)):
+            if any(c.item_id == self.item_id for c in v.candidates):
+                out.append(Judgement.failed(f"candidate {self.item_id}: unreadable image"))
+            else:
+                out.append(Judgement(scores=j.scores, extras={"label_mass": self.label_mass}))
+        return out

@@ -133,6 +133,32 @@ def test_a_judge_actor_dying_mid_round_still_completes(ray_local, tmp_path) -> N
     assert res.matches.select(cols).sort_by("match_key").equals(calm.matches.select(cols).sort_by("match_key"))
 
 
+def test_a_failed_match_is_recorded_and_its_bracket_goes_on(ray_local, tmp_path) -> None:
+    """A judge that cannot score a match (a VLM given an undecodable photo) fails that match only:
+    the row keeps the reason and no scores, a seeded candidate advances, every other match is
+    scored, and the scored views' label mass reaches the match rows and the run summary."""
+    table = catalog(16)
+    judge = PluginJudgeConfig(target="tests.plugin_judges:FailsOnItemJudge", options={"item_id": "p005"})
+    pool = JudgePoolConfig(min_actors=1, max_actors=1, batch_size=8, env_vars={"PYTHONPATH": str(REPO)})
+    res = run_tournaments(specs(table)[:2], table, TournamentConfig(k=4, seed=0), judge, pool,
+                          str(tmp_path / "run"), progress=False)
+    m = res.matches
+    keys = m["match_key"].to_pylist()
+    assert len(keys) == len(set(keys)) == 2 * 5  # ceil(15 / 3) matches per persona, each once
+    failed = 0
+    for cands, scores, err, mass in zip(m["candidate_ids"].to_pylist(), m["scores"].to_pylist(),
+                                        m["error"].to_pylist(), m["view_label_mass"].to_pylist()):
+        if "p005" in cands:
+            failed += 1
+            assert scores is None and mass is None and err == "candidate p005: unreadable image"
+        else:
+            assert err is None and len(scores) == len(cands) and abs(sum(scores) - 1) < 1e-4
+            assert mass == [pytest.approx(0.75)]
+    assert failed >= 2 and res.summary.failed_matches == failed  # p005 plays its first match in both brackets
+    assert res.summary.label_mass["views_with_mass"] == len(keys) - failed
+    assert len(res.tournaments["winner_id"].to_pylist()) == 2
+
+
 def test_debiasing_counters_position_bias(ray_local, tmp_path) -> None:
     table = catalog(64)
     biased = TextOracleConfig(position_bias=0.15)

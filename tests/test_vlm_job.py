@@ -141,6 +141,11 @@ def test_vlm_judge_actor_killed_mid_round_is_replaced(ray_local, vllm_python, ti
     assert set(m["prompt_version"].to_pylist()) == {"persona_choice_v1"}
     for scores in m["scores"].to_pylist():
         assert len(scores) == 8 and abs(sum(scores) - 1) < 1e-4
+    # the raw label mass of every view (the probability the engine put on the k labels before
+    # renormalising) flows from the real VLM into the match rows and the run summary
+    for mass in m["view_label_mass"].to_pylist():
+        assert mass is not None and len(mass) == 1 and 0 < mass[0] < 1
+    assert res.summary.label_mass["views_with_mass"] == 3
     logs = sorted(log_dir.glob("*.jsonl"))
     assert len(logs) == 2, "the first actor and its replacement each judged"
     judged = [json.loads(line) for f in logs for line in f.read_text().splitlines()]
