@@ -43,11 +43,20 @@ def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
     from serving.index import ShardedIndex, read_manifest
     from serving.pipeline import IndexJobConfig, run_index_job
 
+    from distill.ray_utils import light_task_slots
+
+    def footer_readers() -> int:
+        return sum(a["ActorClassName"] == "FooterReader" for a in ray_local._private.state.actors().values())
+
     _catalog(tmp_path / "ds")
     cfg = build_config(IndexJobConfig, None, [f"dataset={tmp_path / 'ds'}", f"output={tmp_path / 'idx'}",
                                               "student.arch=tiny-test", "index.n_shards=2", "embed.batch_size=16",
                                               "embed.max_actors=1"])
+    before = footer_readers()
     m = run_index_job(cfg, progress=False)
+    # the catalog was read once, through a Parquet footer-reader pool sized to the cluster (Ray
+    # Data's own default is 32 actors per read): distill.ray_utils.size_parquet_footer_readers
+    assert 1 <= footer_readers() - before <= light_task_slots()
     assert m.n_items == 48 and m.n_shards == 2 and m.dim == 32 and m.checkpoint_uri
     assert read_manifest(str(tmp_path / "idx")).version == m.version
     enc = load_encoder(m.checkpoint_uri)
