@@ -3,6 +3,7 @@ against a single-process loop with 2 torch threads doing the same work, side by 
 
     python bench/embed.py                 # 8,192 images, the demo student
     python bench/embed.py --smoke         # 512 images, the tiny student: checks the code path
+    python bench/embed.py --actors 2 --cpus 0.5 --block-rows 1024   # both cores of a 2-CPU node busy
 
 Both sides read the same catalog Parquet parts, decode + preprocess + encode every image with the
 same student checkpoint and write an embeddings Parquet; both are timed end to end (the pipeline
@@ -87,6 +88,12 @@ def main(argv: list[str] | None = None) -> dict:
                     help="a fixed pool of this many actors (min = max; default: EmbedConfig's autoscaling pool). "
                          "Leave CPU for the read tasks: on a 2-CPU node --actors 2 (1 CPU each) stalls")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per actor (default: EmbedConfig's)")
+    ap.add_argument("--cpus", type=float, default=None,
+                    help="CPUs reserved per actor (default: EmbedConfig's 1). Two actors on a 2-CPU node need "
+                         "0.5 each: Ray Data neither starts nor scales to a second 1-CPU actor there")
+    ap.add_argument("--block-rows", type=int, default=None,
+                    help="EmbedConfig.block_rows: split the read into blocks of this many rows, so every actor "
+                         "gets work (the 8 parts are read as one block)")
     ap.add_argument("--smoke", action="store_true", help="512 images, tiny student: a quick check of the path")
     args = ap.parse_args(argv)
     if args.smoke:
@@ -110,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
             overrides.update(min_actors=args.actors, max_actors=args.actors)
         if args.threads:
             overrides.update(torch_threads=args.threads)
+        if args.cpus:
+            overrides.update(num_cpus=args.cpus)
+        if args.block_rows:
+            overrides.update(block_rows=args.block_rows)
         cfg = EmbedConfig(**overrides)
         init_ray()
         # warm the page cache and both code paths on a few images, so neither side pays first-touch costs
@@ -128,16 +139,18 @@ def main(argv: list[str] | None = None) -> dict:
         np.testing.assert_allclose(vectors_of(got), want, atol=1e-4)  # loop rows are in id order already
         load = open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else ["?"] * 3
         out = {"images": args.images, "mb": round(nbytes / 1e6, 1), "arch": args.arch, "batch_size": cfg.batch_size,
-               "actors": cfg.max_actors, "loop_img_per_s": args.images / loop_s,
+               "actors": cfg.max_actors, "files": rec.n_files, "loop_img_per_s": args.images / loop_s,
                "pipeline_img_per_s": args.images / pipe_s, "ratio_vs_loop": loop_s / pipe_s,
                "loadavg": "/".join(load)}
         print(f"{args.images} images ({out['mb']} MB of JPEG, {args.side}px), student {args.arch}:")
         print(f"  single process, 2 torch threads: {loop_s:6.1f} s  {out['loop_img_per_s']:7.0f} img/s")
         pool = f"{cfg.max_actors}" if cfg.min_actors == cfg.max_actors else f"{cfg.min_actors}-{cfg.max_actors}"
-        print(f"  pipeline ({pool} actors x {cfg.torch_threads} thread, batch {cfg.batch_size}, incl. actor "
-              f"start): {pipe_s:6.1f} s  {out['pipeline_img_per_s']:7.0f} img/s")
+        print(f"  pipeline ({pool} actors x {cfg.torch_threads} thread x {cfg.num_cpus:g} CPU, batch {cfg.batch_size}, "
+              f"blocks of {cfg.block_rows or 'the read'} rows, incl. actor start): {pipe_s:6.1f} s  "
+              f"{out['pipeline_img_per_s']:7.0f} img/s")
         print(f"embed: ratio_vs_loop={out['ratio_vs_loop']:.2f} pipeline_img_per_s={out['pipeline_img_per_s']:.0f} "
-              f"loop_img_per_s={out['loop_img_per_s']:.0f} images={args.images} loadavg={out['loadavg']}")
+              f"loop_img_per_s={out['loop_img_per_s']:.0f} images={args.images} files={rec.n_files} "
+              f"loadavg={out['loadavg']}")
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -110,8 +110,10 @@ BENCHES = [
         "start_val_mpr": percent, "ceiling_val_mpr": between(90, 100), "readout_val_mpr": percent,
         "runs": equals(2), "best_val_mpr": percent, "best_gain_pp": between(-100, 100),
         "best_teacher_calls": equals(16), "mean_top1_agreement": fraction}),
-    Bench("embed.py", ("--smoke",), {
-        "ratio_vs_loop": positive, "pipeline_img_per_s": positive, "loop_img_per_s": positive, "images": equals(512)}),
+    # --block-rows 128: the 4 parts, read as one block, reach the pool as 4 blocks (so the writer makes >1 file)
+    Bench("embed.py", ("--smoke", "--block-rows", "128"), {
+        "ratio_vs_loop": positive, "pipeline_img_per_s": positive, "loop_img_per_s": positive, "images": equals(512),
+        "files": between(2, 4)}),
     # --smoke stands its two smoke sizes in for 100 k and 1 M; index_build_1m_s is nan until the build is wired
     Bench("scale.py", ("--smoke",), {"rss_ratio_1m_vs_100k": positive, "noop_matches_per_s_1m": positive}),
     Bench("serving.py", ("--smoke",), {
