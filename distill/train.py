@@ -140,7 +140,10 @@ def preference_dataset(table: pa.Table, student: Student, k: int | None = None, 
     from distill.ray_utils import init_ray, light_task_slots
 
     init_ray()
-    k = k or max((len(x) for x in table["images"].to_pylist()), default=1)
+    import pyarrow.compute as pc
+
+    # the longest match, counted in Arrow (to_pylist would copy every image's bytes into Python)
+    k = k or (int(pc.max(pc.list_value_length(table["images"])).as_py() or 1) if table.num_rows else 1)
     n_blocks = max(1, min(64, table.num_rows // max(1, batch_size)))
     # At most one task per cluster CPU in flight: a fractional-CPU task would otherwise let Ray run
     # 1/num_cpus tasks per core, each in a fresh worker that imports torch and open_clip (~5 s of
