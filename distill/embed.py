@@ -128,6 +128,8 @@ def catalog_dataset(root: str, columns: list[str], split: str | None = None,
     import ray.data
     from ray.data.expressions import col
 
+    from distill.ray_utils import footer_readers_for
+
     datasets._check_split(split)
     cdir = datasets.catalog_dir(root)
     if not storage.exists(cdir):
@@ -136,7 +138,9 @@ def catalog_dataset(root: str, columns: list[str], split: str | None = None,
     # read, filter and projection share one resource shape, so Ray Data fuses them into the read
     # tasks (a filter at its default 1 CPU would be a separate stage holding a core on a small node)
     io = {"num_cpus": io_cpus} if io_cpus is not None else {}
-    ds = ray.data.read_parquet(path, filesystem=fs, **io)
+    # one footer reader per 10 parts: Ray Data fixes the pool's size when the read is created
+    with footer_readers_for(len(storage.list_files(cdir, ".parquet"))):
+        ds = ray.data.read_parquet(path, filesystem=fs, **io)
     if split:
         ds = ds.filter(expr=col("split") == split, **io)
     if item_ids is not None:
