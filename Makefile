@@ -26,7 +26,7 @@ demo: setup
 	$(PY) jobs/tournament.py
 
 # Two pytest workers (pytest-xdist), one test file each at a time: many tests wait on process, Ray and
-# vLLM start-ups as much as they compute, so two overlap (23.7-27.0 min on the last CI runs; serial runs took ~36 on 2 idle
+# vLLM start-ups as much as they compute, so two overlap (22.7-27.0 min on the last CI runs; serial runs took ~36 on 2 idle
 # cores, before later cuts: docs/testing.md). A file's tests stay together, so module fixtures are built once. Handing out
 # the longest files first was measured and was slower (30.4 vs 28.4 min): it runs the CPU-heavy
 # distillation files side by side. PYTEST_WORKERS=0 runs serially.
