@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
             overrides.update(block_rows=args.block_rows)
         cfg = EmbedConfig(**overrides)
         init_ray()
-        # warm the page cache and both code paths on a few images, so neither side pays first-touch costs
+        # warm the page cache and the loop's imports on a few images; the pipeline cannot be warmed: Ray Data
+        # starts a fresh actor pool every pass, so its actors' start-up is part of what is measured
         loop_embed(root, ckpt, os.path.join(tmp, "warm"), 64, 2)
 
         t0 = time.perf_counter()
