@@ -46,44 +46,34 @@ def init_ray(num_cpus: int | None = None) -> None:
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false",
                                            "PYTHONPATH": os.pathsep.join(
                                                p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p)}})
-    size_parquet_footer_readers()
     show_ray_data_progress()
 
 
 FOOTER_READERS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
-FOOTER_FILES_PER_CALL = 10  # Ray Data 2.60's RAY_DATA_PARQUET_FOOTER_BATCH_SIZE: files per footer-reader call
-_USER_FOOTER_READERS = os.environ.get(FOOTER_READERS_ENV)  # a value the user set wins over both sizings below
-
-
-def size_parquet_footer_readers() -> None:
-    """Size Ray Data's Parquet footer-reader pool to the cluster, unless the user set it.
-
-    Why: Ray Data (2.60) starts a pool of 32 ``FooterReader`` actors for every ``read_parquet``
-    and kills it when the listing is done, whatever the number of files. On a 2-CPU node that
-    was 32 actor start-ups for a catalog of a few parts: ~4 s of CPU and ~2 s of wall time per
-    embedding pass, and most of the actor start-ups of a distillation run. One reader per
-    cluster CPU (at most Ray's 32) keeps a large cluster's listing as parallel as before. Ray
-    reads the setting in the driver when a read is planned, so setting it here is enough.
-    :func:`footer_readers_for` narrows it per read to the files there are."""
-    os.environ.setdefault(FOOTER_READERS_ENV, str(min(32, light_task_slots())))
+FOOTER_BATCH_ENV = "RAY_DATA_PARQUET_FOOTER_BATCH_SIZE"  # files per footer-reader call (Ray's default: 10)
+_USER_FOOTER_READERS = os.environ.get(FOOTER_READERS_ENV)  # a value the user set wins over our sizing
 
 
 @contextmanager
 def footer_readers_for(n_files: int) -> Iterator[None]:
     """Within the block, Ray Data lists Parquet footers with one reader per call's worth of files
-    (``FOOTER_FILES_PER_CALL``), at most one per cluster CPU (and Ray's 32).
+    (``RAY_DATA_PARQUET_FOOTER_BATCH_SIZE``, 10 by default), at most one per cluster CPU (and 32).
 
-    Why: the readers take the files 10 at a time, so a catalog of up to 10 parts keeps one
-    reader busy and the others start (a process each, ~2-3 s of CPU), wait and are killed. One
-    reader instead of two cut three 206-item embedding passes on a 2-CPU node from ~72 to ~61
-    CPU-s. Ray reads the setting in the driver when ``read_parquet`` creates the dataset (checked:
-    setting it only around the execution left two readers), so the block holds that call. A value
-    the user set is kept."""
+    Why: Ray Data (2.60) starts a pool of ``RAY_DATA_PARQUET_FOOTER_NUM_ACTORS`` (32 by default)
+    ``FooterReader`` actors for every ``read_parquet`` and kills it when the listing is done,
+    whatever the number of files. On a 2-CPU node that was 32 actor start-ups (a process each,
+    ~2-3 s of CPU) for a catalog of a few parts, most of the actor start-ups of a distillation
+    run. Sized to the files, one reader instead of two cut three 206-item embedding passes from
+    ~72 to ~61 CPU-s, and a large catalog on a large cluster keeps one reader per CPU. Ray reads
+    the setting in the driver when ``read_parquet`` creates the dataset (checked: setting it only
+    around the execution left two readers), so the block holds that call; wrap any new
+    ``read_parquet`` the same way. A value the user set is kept."""
     if _USER_FOOTER_READERS is not None:
         yield
         return
     before = os.environ.get(FOOTER_READERS_ENV)
-    need = -(-max(1, n_files) // FOOTER_FILES_PER_CALL)
+    per_call = max(1, int(os.environ.get(FOOTER_BATCH_ENV) or 10))
+    need = -(-max(1, n_files) // per_call)
     os.environ[FOOTER_READERS_ENV] = str(max(1, min(need, 32, light_task_slots())))
     try:
         yield

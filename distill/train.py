@@ -143,7 +143,7 @@ def preference_dataset(table: pa.Table, student: Student, k: int | None = None, 
     import pyarrow.compute as pc
 
     # the longest match, counted in Arrow (to_pylist would copy every image's bytes into Python)
-    k = k or (int(pc.max(pc.list_value_length(table["images"])).as_py() or 1) if table.num_rows else 1)
+    k = k or int(pc.max(pc.list_value_length(table["images"])).as_py() or 1)  # an empty table: max is null
     n_blocks = max(1, min(64, table.num_rows // max(1, batch_size)))
     # At most one task per cluster CPU in flight: a fractional-CPU task would otherwise let Ray run
     # 1/num_cpus tasks per core, each in a fresh worker that imports torch and open_clip (~5 s of

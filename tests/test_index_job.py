@@ -46,6 +46,8 @@ def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
     from distill.ray_utils import light_task_slots
 
     def footer_readers() -> int:
+        # the GCS's own actor table: Ray's public State API (ray.util.state) is served by the
+        # dashboard, which the tests' local Ray does not start
         return sum(a["ActorClassName"] == "FooterReader" for a in ray_local._private.state.actors().values())
 
     _catalog(tmp_path / "ds")
@@ -54,8 +56,8 @@ def test_index_job_embeds_builds_and_reuses(ray_local, tmp_path):
                                               "embed.max_actors=1"])
     before = footer_readers()
     m = run_index_job(cfg, progress=False)
-    # the catalog (one part) was read once, through one Parquet footer reader (Ray Data's own
-    # default is 32 actors per read, the cluster-wide sizing one per CPU): distill.ray_utils.footer_readers_for
+    # the catalog (two parts) was read once, through one Parquet footer reader (Ray Data's own
+    # default is 32 actors per read): distill.ray_utils.footer_readers_for
     assert footer_readers() - before == 1 < light_task_slots()
     assert m.n_items == 48 and m.n_shards == 2 and m.dim == 32 and m.checkpoint_uri
     assert read_manifest(str(tmp_path / "idx")).version == m.version

@@ -170,18 +170,25 @@ def test_ray_data_progress_is_shown_on_long_work() -> None:
 
 
 def test_footer_readers_follow_the_files_and_a_users_value_wins(monkeypatch) -> None:
-    """One Ray Data footer reader per 10 Parquet parts (Ray's files per reader call), at most one per
-    cluster CPU, set only while the read is created; a value the user exported is left alone."""
+    """One Ray Data footer reader per call's worth of Parquet parts (Ray's RAY_DATA_PARQUET_FOOTER_BATCH_SIZE,
+    10 by default), at most one per cluster CPU, set only while the read is created; a value the user
+    exported is left alone."""
     from distill import ray_utils
 
     env = ray_utils.FOOTER_READERS_ENV
     monkeypatch.setattr(ray_utils, "light_task_slots", lambda: 8)  # an 8-CPU cluster, without starting Ray
     monkeypatch.setattr(ray_utils, "_USER_FOOTER_READERS", None)
-    monkeypatch.setenv(env, "8")  # what init_ray's cluster-wide sizing set
+    monkeypatch.delenv(ray_utils.FOOTER_BATCH_ENV, raising=False)
+    monkeypatch.delenv(env, raising=False)
     for n_files, readers in ((0, 1), (1, 1), (10, 1), (11, 2), (25, 3), (1000, 8)):
         with ray_utils.footer_readers_for(n_files):
             assert os.environ[env] == str(readers), n_files
-        assert os.environ[env] == "8"  # restored after the read
+        assert env not in os.environ  # unset again after the read: Ray's own default elsewhere
+    monkeypatch.setenv(ray_utils.FOOTER_BATCH_ENV, "4")  # Ray's files per reader call, as the user set it
+    monkeypatch.setenv(env, "7")
+    with ray_utils.footer_readers_for(11):
+        assert os.environ[env] == "3"
+    assert os.environ[env] == "7"  # restored
     monkeypatch.setattr(ray_utils, "_USER_FOOTER_READERS", "5")
     monkeypatch.setenv(env, "5")
     with ray_utils.footer_readers_for(1):
