@@ -61,14 +61,19 @@ START_ROW = "caption-pretrained"  # the start student's evaluation row; the side
 
 
 def ceiling_preset() -> CycleConfig:
-    """The student ceiling: the same student and trainer with an unlimited teacher budget. Every
-    cycle the teacher scores 8-image sets drawn across the student's whole score range over the
-    *whole* train catalog (2 per PAD bin; 8 is the VLM judge's default max_k), 8,192 of them (32x
-    the default's calls), all kept (replay) and trained on with listwise KL to the teacher's soft
-    scores for 2 epochs."""
-    return CycleConfig(cycles=3, matches_per_cycle=8192, sampler=SamplerConfig(draws=[2, 2, 2, 2]),
-                       train_catalog_max_items=None, replay=True, lr_decay=1.0, train_towers="image",
-                       train=TrainConfig(loss="listwise_kl", init_scale=20.0, learn_scale=True, lr=1e-4, epochs=2,
+    """The student ceiling: the same student and trainer with a teacher budget far beyond the arms'.
+    Every cycle the teacher scores 8-image sets drawn across the student's whole score range over
+    the *whole* train catalog (2 per PAD bin; 8 is the VLM judge's default max_k), 4,096 of them
+    (16x the default's calls, 4x PAD's, each with 8 images instead of 5), trained on once with
+    listwise KL to the teacher's soft scores.
+
+    Why not larger: on the 2-core demo box training runs at ~28 five-image matches/s, so this
+    ceiling's 12,288 matches cost ~12 min of training; the earlier 8,192 per cycle, replayed for
+    2 epochs, cost ~95 min, longer than all twelve arm runs together. New labels rather than
+    replayed ones: at the arms' learning rate, replaying earlier judgements overfit them."""
+    return CycleConfig(cycles=3, matches_per_cycle=4096, sampler=SamplerConfig(draws=[2, 2, 2, 2]),
+                       train_catalog_max_items=None, replay=False, lr_decay=1.0, train_towers="image",
+                       train=TrainConfig(loss="listwise_kl", init_scale=20.0, learn_scale=True, lr=1e-4, epochs=1,
                                          batch_size=32, grad_clip=1.0, shuffle_buffer=1024))
 
 
@@ -231,13 +236,17 @@ def build_val(cfg: DistillJobConfig, root: str, demo: bool):
                           progress=cfg.progress)
 
 
-def tuned_presets(cfg: DistillJobConfig) -> tuple[CycleConfig, CycleConfig, dict | None]:
-    """``pad`` and ``default`` with the sweep's chosen values applied (when ``tuned`` and recorded)."""
-    from distill.sweep import apply_choice, read_sweep
+def tuned_presets(cfg: DistillJobConfig, start: str | None = None) -> tuple[CycleConfig, CycleConfig, dict | None]:
+    """``pad`` and ``default`` with the sweep's chosen values applied (when ``tuned`` and recorded);
+    with ``start``, the record must have been tuned from that checkpoint."""
+    from distill.student import read_checkpoint_meta
+    from distill.sweep import apply_choice, check_start, read_sweep
 
     record = read_sweep(cfg.output_uri()) if cfg.tuned else None
     if not record:
         return cfg.pad, cfg.default, None
+    if start is not None:
+        check_start(record, cfg.output_uri(), read_checkpoint_meta(start)["checkpoint_id"])
     chosen = record["chosen"]
     pad = apply_choice(cfg.pad, chosen["pad"]) if "pad" in chosen else cfg.pad
     default = apply_choice(cfg.default, chosen["default"]) if "default" in chosen else cfg.default
@@ -256,8 +265,8 @@ def run(cfg: DistillJobConfig) -> dict:
     preflight(cfg, root)
     out = cfg.output_uri()
     start = ensure_pretrained(cfg, root)
+    pad, default, chosen = tuned_presets(cfg, start)  # before any tournament: a record for another start stops here
     val = build_val(cfg, root, demo)
-    pad, default, chosen = tuned_presets(cfg)
     seeds = replicate_seeds(cfg.seed, cfg.seeds)
     results: dict[str, list] = {}
     for name in cfg.presets:

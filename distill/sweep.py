@@ -84,6 +84,20 @@ def read_sweep(output: str) -> dict | None:
     return storage.read_json(path) if storage.exists(path) else None
 
 
+def check_start(record: dict, output: str, start_checkpoint_id: str) -> None:
+    """A sweep's choice holds for the start it was tuned from: refuse a record made from another one.
+
+    Why: the record may come from elsewhere (another machine's sweep copied into the run folder,
+    a shared ``output`` on object storage), and learning rates chosen for one start say little
+    about another. A record without the id (older) is taken as it is."""
+    from distill.errors import DataError
+
+    tuned_from = record.get("start_checkpoint_id")
+    if tuned_from and tuned_from != start_checkpoint_id:
+        raise DataError(f"{sweep_path(output)}: the sweep was tuned from start checkpoint {tuned_from[:12]}, this run "
+                        f"starts from {start_checkpoint_id[:12]}; rerun jobs/sweep.py or set tuned=false")
+
+
 def choose(rows: list[dict]) -> dict[str, dict[str, Any]]:
     """Per preset, the grid point with the highest validation MPR averaged over its seeds
     (earliest point of the grid on ties)."""
@@ -107,6 +121,7 @@ def run_sweep(cfg) -> dict:
     """
     from distill.cycles import best_cycle, run_cycles, shared_embeddings_dir
     from distill.distill_job import build_val, ensure_pretrained, replicate_seeds, resolve_root, seeded
+    from distill.student import read_checkpoint_meta
 
     sw: SweepConfig = cfg.sweep
     root, demo = resolve_root(cfg)
@@ -131,6 +146,7 @@ def run_sweep(cfg) -> dict:
                              "changes": json.dumps(point), "seed": s, "val_mpr": float(chosen["val"]["mpr"]),
                              "best_cycle": b, "teacher_calls": int(res.teacher_calls), "checkpoint": res.checkpoint})
     record = {"grid": sw.model_dump(mode="json"), "seeds": seeds, "val_personas": len(val.persona_ids),
+              "start_checkpoint_id": read_checkpoint_meta(start)["checkpoint_id"],
               "val_candidates": len(val.item_ids), "rows": rows, "chosen": choose(rows),
               "runs_per_preset": {p: sum(r["preset"] == p for r in rows) for p in sw.presets}}
     storage.write_table_atomic(pa.Table.from_pylist(rows), sweep_path(out, "sweep.parquet"))

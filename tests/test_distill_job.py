@@ -52,6 +52,7 @@ def test_sweep_then_distill_job_reports_on_validation_then_opens_the_lockbox_onc
     assert not (out / "eval" / "test-tournaments").exists()  # validation only
     pretrained = sorted(p.stat().st_mtime for p in (out / "pretrained").rglob("*") if p.is_file())
     assert pretrained, "the sweep pretrained the start under the run output"
+    assert saved["start_checkpoint_id"] == json.loads((out / "pretrained" / "student.json").read_text())["checkpoint_id"]
 
     entry = _entry("distill")
     # 1. the default: validation only; the test split is not read and the lockbox not opened

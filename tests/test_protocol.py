@@ -101,6 +101,29 @@ def test_tuned_presets_come_from_the_sweep_record(tmp_path):
     assert tuned_presets(off)[0] == cfg.pad
 
 
+def test_a_sweep_record_tuned_from_another_start_is_refused(tmp_path):
+    """The record names the start it was tuned from; a run from another start stops with one line
+    naming the record (a record without the id, from before it was kept, is taken as it is)."""
+    from distill.distill_job import tuned_presets
+    from distill.errors import DataError
+    from distill.student import Student, StudentConfig, build_student
+    from distill.sweep import sweep_path
+
+    cfg = DistillJobConfig(output=str(tmp_path / "run"))
+    start = str(tmp_path / "start")
+    build_student(StudentConfig(arch="tiny-test")).save(start)
+    own = Student.load(start).checkpoint_id
+    chosen = {"pad": {"train.lr": 3e-5}}
+    storage.write_json_atomic({"chosen": chosen, "start_checkpoint_id": own}, sweep_path(cfg.output_uri()))
+    assert tuned_presets(cfg, start)[0].train.lr == 3e-5
+    storage.write_json_atomic({"chosen": chosen, "start_checkpoint_id": "f" * 64}, sweep_path(cfg.output_uri()))
+    with pytest.raises(DataError, match=r"sweep\.json: the sweep was tuned from start checkpoint ffffffffffff"):
+        tuned_presets(cfg, start)
+    assert tuned_presets(cfg)[0].train.lr == 3e-5  # no start given: not checked
+    storage.write_json_atomic({"chosen": chosen}, sweep_path(cfg.output_uri()))
+    assert tuned_presets(cfg, start)[0].train.lr == 3e-5
+
+
 def test_the_report_says_what_its_reference_is():
     from distill.distill_job import reference_note
 
