@@ -237,8 +237,8 @@ def build_val(cfg: DistillJobConfig, root: str, demo: bool):
 
 
 def tuned_presets(cfg: DistillJobConfig, start: str | None = None) -> tuple[CycleConfig, CycleConfig, dict | None]:
-    """``pad`` and ``default`` with the sweep's chosen values applied (when ``tuned`` and recorded);
-    with ``start``, the record must have been tuned from that checkpoint."""
+    """``pad`` and ``default`` with the sweep's chosen values applied (when ``tuned`` and recorded),
+    and the sweep record itself; with ``start``, the record must have been tuned from that checkpoint."""
     from distill.student import read_checkpoint_meta
     from distill.sweep import apply_choice, check_start, read_sweep
 
@@ -250,7 +250,15 @@ def tuned_presets(cfg: DistillJobConfig, start: str | None = None) -> tuple[Cycl
     chosen = record["chosen"]
     pad = apply_choice(cfg.pad, chosen["pad"]) if "pad" in chosen else cfg.pad
     default = apply_choice(cfg.default, chosen["default"]) if "default" in chosen else cfg.default
-    return pad, default, chosen
+    return pad, default, record
+
+
+def arm_output(out: str, name: str, seed: int, record: dict | None) -> str:
+    """An arm's run folder under one seed: the sweep's run when it trained exactly this (the tuned
+    ``pad`` or ``default`` at a sweep seed, ``distill.sweep.tuned_run``), else ``presets/<arm>/seed-<s>``."""
+    from distill.sweep import tuned_run
+
+    return tuned_run(out, record, name, seed) or storage.join(out, "presets", name, f"seed-{seed}")
 
 
 def run(cfg: DistillJobConfig) -> dict:
@@ -265,13 +273,13 @@ def run(cfg: DistillJobConfig) -> dict:
     preflight(cfg, root)
     out = cfg.output_uri()
     start = ensure_pretrained(cfg, root)
-    pad, default, chosen = tuned_presets(cfg, start)  # before any tournament: a record for another start stops here
+    pad, default, sweep_record = tuned_presets(cfg, start)  # before any tournament: a record for another start stops here
     val = build_val(cfg, root, demo)
     seeds = replicate_seeds(cfg.seed, cfg.seeds)
     results: dict[str, list] = {}
     for name in cfg.presets:
         arm = arm_config(name, pad, default)
-        results[name] = [run_cycles(seeded(arm, s), root, start, storage.join(out, "presets", name, f"seed-{s}"),
+        results[name] = [run_cycles(seeded(arm, s), root, start, arm_output(out, name, s, sweep_record),
                                     cfg.judge, cfg.pool, val=val, progress=cfg.progress, label=f"{name}/seed {s}",
                                     embeddings_cache=shared_embeddings_dir(out))
                          for s in seeds]
@@ -313,7 +321,7 @@ def run(cfg: DistillJobConfig) -> dict:
                if h.get("label_quality")]
     report = {"split": "test" if ev.final else "val", "lockbox": lockbox.model_dump() if lockbox else None,
               "rows": rows, "curves": curves, "plots": plots, "start_checkpoint": start, "seeds": seeds,
-              "tuned": chosen, "reference": reference_note(cfg, ceiling is not None),
+              "tuned": sweep_record["chosen"] if sweep_record else None, "reference": reference_note(cfg, ceiling is not None),
               "checkpoints": {n: [r.checkpoint for r in runs] for n, runs in results.items()},
               "eval_teacher_calls": {"eval": es.teacher_calls, "val": val.teacher_calls},
               "label_quality": _pool_quality(quality, LabelMassSummary), "table": format_table(rows), "output": out,

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill import storage
+from distill.sweep import point_name
 
 WORLD = ["world.name=distill-test", "world.n_products=1200", "world.n_personas=300", "world.image_size=64",
          "world.parts_per_split=1"]  # the world tests/test_distill.py builds (cached once per machine)
@@ -66,9 +67,13 @@ def test_sweep_then_distill_job_reports_on_validation_then_opens_the_lockbox_onc
     assert "validation only" in printed
     seeds = val_report["seeds"]
     assert seeds[0] == 11 and len(seeds) == 2
-    for arm in ("pad", "default"):
-        for s in seeds:
-            assert (out / "presets" / arm / f"seed-{s}" / "cycle-001" / "done.json").exists()
+    for arm, s in (("pad", seeds[0]), ("pad", seeds[1]), ("default", seeds[1])):
+        assert (out / "presets" / arm / f"seed-{s}" / "cycle-001" / "done.json").exists()
+    # the tuned default at the sweep's seed is the sweep's run of the chosen point: resumed, not trained again
+    swept = out / "sweep" / "default" / point_name(record["chosen"]["default"]) / f"seed-{seeds[0]}"
+    assert (swept / "cycle-001" / "done.json").exists() and not (out / "presets" / "default" / f"seed-{seeds[0]}").exists()
+    kept = val_report["checkpoints"]["default"][0]
+    assert kept.startswith(str(swept)) or kept.rstrip("/").endswith("pretrained")  # keep_best may keep the start
     # the sweep's two runs, two arms x two seeds and the ceiling start from one student: each train
     # subsample (one per seed, and the ceiling's own) was embedded once into the shared cache
     cached = [p for p in (out / "train-embeddings").iterdir() if p.is_dir()]

@@ -95,8 +95,8 @@ def test_tuned_presets_come_from_the_sweep_record(tmp_path):
     cfg = DistillJobConfig(output=str(tmp_path / "run"))
     assert tuned_presets(cfg)[2] is None  # no sweep yet: the presets as configured
     storage.write_json_atomic({"chosen": {"pad": {"train.lr": 3e-5, "train.epochs": 2}}}, sweep_path(cfg.output_uri()))
-    pad, default, chosen = tuned_presets(cfg)
-    assert pad.train.lr == 3e-5 and pad.train.epochs == 2 and default == cfg.default and "pad" in chosen
+    pad, default, record = tuned_presets(cfg)
+    assert pad.train.lr == 3e-5 and pad.train.epochs == 2 and default == cfg.default and "pad" in record["chosen"]
     off = cfg.model_copy(update={"tuned": False})
     assert tuned_presets(off)[0] == cfg.pad
 
@@ -131,3 +131,24 @@ def test_the_report_says_what_its_reference_is():
     assert "student ceiling" in oracle and "text oracle's own title similarity" in oracle
     other = reference_note(build_config(DistillJobConfig, None, ["judge.kind=random"]), student_ceiling=True)
     assert "teacher ceiling" not in other and "no whole-catalog ranking" in other and "random" in other
+
+
+def test_a_tuned_arm_at_a_sweep_seed_resumes_the_sweeps_run(tmp_path):
+    """The tuned preset under a seed the sweep trained is the sweep's run of the chosen point (same
+    recipe, start and seed); other seeds, other arms and a record whose runs are elsewhere train anew."""
+    from distill.distill_job import arm_output
+    from distill.sweep import run_dir
+
+    out = str(tmp_path / "run")
+    record = {"chosen": {"default": {"train.lr": 3e-4, "train.epochs": 1}}, "seeds": [0]}
+    swept = run_dir(out, "default", record["chosen"]["default"], 0)
+    assert swept.endswith("sweep/default/train.lr=0.0003,train.epochs=1/seed-0")
+    fresh = storage.join(out, "presets", "default", "seed-0")
+    assert arm_output(out, "default", 0, record) == fresh  # the sweep's runs are not in this output
+    storage.write_json_atomic({"cycle": 0}, storage.join(swept, "start.json"))
+    assert arm_output(out, "default", 0, record) == swept
+    assert arm_output(out, "default", 7, record) == storage.join(out, "presets", "default", "seed-7")
+    assert arm_output(out, "pad", 0, record) == storage.join(out, "presets", "pad", "seed-0")
+    assert arm_output(out, "default@pad-budget", 0, record).endswith("presets/default@pad-budget/seed-0")
+    assert arm_output(out, "default", 0, None) == fresh
+
