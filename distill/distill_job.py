@@ -146,7 +146,7 @@ class DistillJobConfig(BaseModel):
         "apply the values jobs/sweep.py chose on validation (<output>/sweep/sweep.json) to each preset when that record exists"))
     pad: CycleConfig = Field(default_factory=pad_preset, description="the `pad` preset")
     default: CycleConfig = Field(default_factory=default_preset, description="our `default` preset")
-    ceiling: CycleConfig = Field(default_factory=ceiling_preset, description="the student ceiling: the same student with an unlimited teacher budget")
+    ceiling: CycleConfig = Field(default_factory=ceiling_preset, description="the student ceiling: the same student with a teacher budget far beyond the arms'")
     sweep: SweepConfig = Field(default_factory=SweepConfig, description="jobs/sweep.py: the validation sweep of each preset")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     progress: bool = Field(True, description="print progress")
@@ -336,7 +336,7 @@ def reference_note(cfg: DistillJobConfig, student_ceiling: bool) -> str:
     """What the report's gains are measured against, in words."""
     parts = []
     if student_ceiling:
-        parts.append(f"'{'student ceiling'}' is this student trained on the teacher with an unlimited budget (the "
+        parts.append(f"'{'student ceiling'}' is this student trained on the teacher with a budget far beyond the arms' (the "
                      "`ceiling` preset); each arm's gap share is (arm - start) / (ceiling - start)")
     if cfg.judge.kind == "text_oracle":
         parts.append("'teacher ceiling (titles)' ranks the catalog by the text oracle's own title similarity: the "

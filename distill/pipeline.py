@@ -119,7 +119,7 @@ class PipelineConfig(BaseModel):
                 # a pipeline serves one student: the served arm alone, one training seed, unless set
                 sub.setdefault("presets", [data.get("serve_preset") or "default"])
                 sub.setdefault("seeds", 1)
-                # the student ceiling (an unlimited teacher budget) is a research row, not a product stage
+                # the student ceiling (a teacher budget far beyond the arms') is a research row, not a product stage
                 sub["eval"] = {"student_ceiling": False, **dict(sub.get("eval") or {})}
                 if data.get("teacher"):
                     recipe = _read_teacher(data["teacher"])

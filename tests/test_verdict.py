@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distill.report import STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, pool_seeds, side_by_side
+from distill.report import CEILING_ROW, STUDENT_CEILING_ROW, add_gap_shares, add_paired_deltas, pool_seeds, side_by_side
 from distill.metrics import paired_bootstrap_delta, seed_persona_bootstrap_delta
 
 
@@ -73,9 +73,11 @@ def test_pooled_verdict_and_student_ceiling_gap_shares():
     pad, default = _arms(rng, personas=40, seeds=3, seed_sd=0.04, delta=0.01)
     start = _row("start", [np.full(40, 0.6)])
     ceiling = _row(STUDENT_CEILING_ROW, [np.full(40, 0.9)], calls=10_000)
-    rows = [start, ceiling, _row("pad", pad, 1000), _row("default", default, 250)]
+    oracle = _row(CEILING_ROW, [np.full(40, 0.999)])  # the text oracle's own ranking: a reference, not an arm
+    rows = [start, oracle, ceiling, _row("pad", pad, 1000), _row("default", default, 250)]
     add_paired_deltas(rows)
     add_gap_shares(rows, "start")
+    assert "student_ceiling_gap_closed" not in rows.pop(1) and rows[1]["model"] == STUDENT_CEILING_ROW
     v = side_by_side(rows, "default", "pad", start="start", ceiling=STUDENT_CEILING_ROW)
     assert v.seeds == (3, 3) and "3 vs 3 seeds" in v.summary
     expected = seed_persona_bootstrap_delta(pad, default)
