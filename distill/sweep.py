@@ -91,9 +91,15 @@ def tuned_run(output: str, record: dict | None, preset_name: str, seed: int) -> 
     seeded training is reproducible), so the distillation job resumes it instead of training it
     again: on the demo that saves the seed-0 runs of ``pad`` and ``default``, ~11 min of 2 cores.
     ``run_cycles`` still checks the folder's recorded recipe and start before using it."""
-    if not record or preset_name not in record.get("chosen", {}) or seed not in record.get("seeds", []):
+    if not record or preset_name not in record.get("chosen", {}):
         return None
-    folder = run_dir(output, preset_name, record["chosen"][preset_name], seed)
+    chosen = record["chosen"][preset_name]
+    # the row names the folder: the record's JSON sorts the chosen changes' keys, the grid does not
+    row = next((r for r in record.get("rows", []) if r["preset"] == preset_name and r["seed"] == seed
+                and json.loads(r["changes"]) == chosen), None)
+    if row is None:
+        return None
+    folder = storage.join(output, SWEEP_DIR, preset_name, row["point"], f"seed-{seed}")
     return folder if storage.exists(storage.join(folder, "start.json")) else None
 
 

@@ -135,13 +135,19 @@ def test_the_report_says_what_its_reference_is():
 
 def test_a_tuned_arm_at_a_sweep_seed_resumes_the_sweeps_run(tmp_path):
     """The tuned preset under a seed the sweep trained is the sweep's run of the chosen point (same
-    recipe, start and seed); other seeds, other arms and a record whose runs are elsewhere train anew."""
+    recipe, start and seed); other seeds, other arms and a record whose runs are elsewhere train anew.
+    The record is read back from its JSON, which sorts the chosen changes' keys."""
     from distill.distill_job import arm_output
-    from distill.sweep import run_dir
+    from distill.sweep import read_sweep, run_dir, sweep_path
 
     out = str(tmp_path / "run")
-    record = {"chosen": {"default": {"train.lr": 3e-4, "train.epochs": 1}}, "seeds": [0]}
-    swept = run_dir(out, "default", record["chosen"]["default"], 0)
+    point = {"train.lr": 3e-4, "train.epochs": 1}  # the grid's order: lr first
+    rows = [{"preset": "default", "grid_index": 0, "point": point_name(point), "changes": json.dumps(point),
+             "seed": 0, "val_mpr": 0.8}]
+    storage.write_json_atomic({"chosen": {"default": point}, "seeds": [0], "rows": rows}, sweep_path(out))
+    record = read_sweep(out)
+    assert list(record["chosen"]["default"]) == ["train.epochs", "train.lr"]  # sorted on the way
+    swept = run_dir(out, "default", point, 0)
     assert swept.endswith("sweep/default/train.lr=0.0003,train.epochs=1/seed-0")
     fresh = storage.join(out, "presets", "default", "seed-0")
     assert arm_output(out, "default", 0, record) == fresh  # the sweep's runs are not in this output
@@ -151,4 +157,3 @@ def test_a_tuned_arm_at_a_sweep_seed_resumes_the_sweeps_run(tmp_path):
     assert arm_output(out, "pad", 0, record) == storage.join(out, "presets", "pad", "seed-0")
     assert arm_output(out, "default@pad-budget", 0, record).endswith("presets/default@pad-budget/seed-0")
     assert arm_output(out, "default", 0, None) == fresh
-
