@@ -67,9 +67,10 @@ def ceiling_preset() -> CycleConfig:
     (16x the default's calls, 4x PAD's, each with 8 images instead of 5), trained on once with
     listwise KL to the teacher's soft scores.
 
-    Why not larger: on the 2-core demo box training runs at ~28 five-image matches/s, so this
-    ceiling's 12,288 matches cost ~12 min of training; the earlier 8,192 per cycle, replayed for
-    2 epochs, cost ~95 min, longer than all twelve arm runs together. New labels rather than
+    Why not larger: on the 2-core demo box (shared with another run) training ran at ~28
+    five-image matches/s, so this ceiling's 12,288 matches cost ~12 min of training (35 min for
+    the whole run, beside the sweep); the earlier 8,192 per cycle, replayed for 2 epochs, would
+    have cost ~95 min of training, longer than all twelve arm runs together. New labels rather than
     replayed ones: at the arms' learning rate, replaying earlier judgements overfit them."""
     return CycleConfig(cycles=3, matches_per_cycle=4096, sampler=SamplerConfig(draws=[2, 2, 2, 2]),
                        train_catalog_max_items=None, replay=False, lr_decay=1.0, train_towers="image",

@@ -79,9 +79,9 @@ def sweep_path(output: str, name: str = "sweep.json") -> str:
     return storage.join(output, SWEEP_DIR, name)
 
 
-def run_dir(output: str, preset_name: str, point: dict[str, Any], seed: int) -> str:
-    """Where the sweep trains one grid point of one preset under one seed."""
-    return storage.join(output, SWEEP_DIR, preset_name, point_name(point), f"seed-{seed}")
+def run_dir(output: str, preset_name: str, point: str, seed: int) -> str:
+    """Where the sweep trains one grid point (by its ``point_name``) of one preset under one seed."""
+    return storage.join(output, SWEEP_DIR, preset_name, point, f"seed-{seed}")
 
 
 def tuned_run(output: str, record: dict | None, preset_name: str, seed: int) -> str | None:
@@ -99,7 +99,7 @@ def tuned_run(output: str, record: dict | None, preset_name: str, seed: int) -> 
                 and json.loads(r["changes"]) == chosen), None)
     if row is None:
         return None
-    folder = storage.join(output, SWEEP_DIR, preset_name, row["point"], f"seed-{seed}")
+    folder = run_dir(output, preset_name, row["point"], seed)
     return folder if storage.exists(storage.join(folder, "start.json")) else None
 
 
@@ -157,15 +157,15 @@ def run_sweep(cfg) -> dict:
     for preset_name in sw.presets:
         preset: CycleConfig = getattr(cfg, preset_name)
         for i, point in enumerate(grid(sw, preset)):
-            variant = set_dotted(preset, point)
+            variant, name = set_dotted(preset, point), point_name(point)
             for s in seeds:
-                res = run_cycles(seeded(variant, s), root, start, run_dir(out, preset_name, point, s),
+                res = run_cycles(seeded(variant, s), root, start, run_dir(out, preset_name, name, s),
                                  cfg.judge, cfg.pool, val=val, progress=cfg.progress,
-                                 label=f"sweep {preset_name} {point_name(point)} seed {s}",
+                                 label=f"sweep {preset_name} {name} seed {s}",
                                  embeddings_cache=shared_embeddings_dir(out))
                 b = best_cycle(res.history)
                 chosen = res.history[b if b is not None else -1]
-                rows.append({"preset": preset_name, "grid_index": i, "point": point_name(point),
+                rows.append({"preset": preset_name, "grid_index": i, "point": name,
                              "changes": json.dumps(point), "seed": s, "val_mpr": float(chosen["val"]["mpr"]),
                              "best_cycle": b, "teacher_calls": int(res.teacher_calls), "checkpoint": res.checkpoint})
     record = {"grid": sw.model_dump(mode="json"), "seeds": seeds, "val_personas": len(val.persona_ids),

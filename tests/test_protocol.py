@@ -147,7 +147,7 @@ def test_a_tuned_arm_at_a_sweep_seed_resumes_the_sweeps_run(tmp_path):
     storage.write_json_atomic({"chosen": {"default": point}, "seeds": [0], "rows": rows}, sweep_path(out))
     record = read_sweep(out)
     assert list(record["chosen"]["default"]) == ["train.epochs", "train.lr"]  # sorted on the way
-    swept = run_dir(out, "default", point, 0)
+    swept = run_dir(out, "default", point_name(point), 0)
     assert swept.endswith("sweep/default/train.lr=0.0003,train.epochs=1/seed-0")
     fresh = storage.join(out, "presets", "default", "seed-0")
     assert arm_output(out, "default", 0, record) == fresh  # the sweep's runs are not in this output
