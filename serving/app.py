@@ -202,18 +202,6 @@ def plan_layout(root: str, manifest: IndexManifest, args: SearchAppArgs) -> Layo
                       reason=reason)
 
 
-def settle_heap() -> None:
-    """Move everything a replica loaded (Ray, FastAPI, torch, the student, the index's item
-    tables) out of the garbage collector's reach. None of it becomes garbage, yet every full
-    collection walks it: ~300 ms on this 2-core box (~570 k tracked objects after loading the
-    student), a stall for every search in flight. After ``gc.freeze()`` a full collection takes
-    well under a millisecond."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 # --------------------------------------------------------------------------------------------
 # the query encoder (in the ingress for one_hop, a deployment for sharded)
 
@@ -251,7 +239,6 @@ class QueryEncoder:
         self.metrics = SearchMetrics(m.version, "sharded")
         self.encode.set_max_batch_size(batch_size)
         self.encode.set_batch_wait_timeout_s(batch_wait_s)
-        settle_heap()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.004)
     async def encode(self, batches: list[list[str]]) -> list[np.ndarray]:
@@ -283,7 +270,6 @@ class ShardSearcher:
         self.shard = shard
         self.search.set_max_batch_size(batch_size)
         self.search.set_batch_wait_timeout_s(batch_wait_s)
-        settle_heap()
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def search(self, queries: list[np.ndarray], ks: list[int], filters: list[dict | None]
@@ -388,7 +374,6 @@ class SearchIngress:
         batch.set_batch_wait_timeout_s(self.cfg.ingress_batch_wait_s)
         self._images: dict[str, bytes] = {}
         self._publish_dim()
-        settle_heap()
         print(f"search ingress: layout={self.layout}, index {self.manifest.version} ({self.manifest.n_items:,} items, "
               f"{self.manifest.n_shards} shard(s)), query encoder {self.cfg.query_encoder}", flush=True)
 
