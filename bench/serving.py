@@ -71,6 +71,37 @@ def search_knob(factory: str) -> str:
     return "nprobe" if "IVF" in factory else "efSearch" if "HNSW" in factory else "none"
 
 
+DIRECT_PORTS = 20  # ports the direct-ingress replicas may take, from RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def direct_url(timeout_s: float = 60) -> str:
+    """The search URL on the ingress replica's own port (direct ingress): the first port of the
+    range this bench gave Serve that answers a search with 200."""
+    import urllib.request
+
+    lo = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    body = json.dumps({"persona": persona_text(0), "k": 1}).encode()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for port in range(lo, lo + DIRECT_PORTS):
+            url = f"http://127.0.0.1:{port}/v1/search"
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                continue
+        time.sleep(0.5)
+    raise RuntimeError(f"no direct-ingress replica answered on ports {lo}-{lo + DIRECT_PORTS - 1}")
+
+
 def pct(xs, q) -> float:
     return float(np.percentile(np.asarray(xs), q)) if len(xs) else float("nan")
 
@@ -240,6 +271,10 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
     ap.add_argument("--train-sample", type=int, default=65_536)
     ap.add_argument("--sweep", default=None, help="values of the index's search knob swept for recall (nprobe "
                     f"for IVF, default {IVF_SWEEP}; efSearch for HNSW, default {HNSW_SWEEP})")
+    ap.add_argument("--direct-ingress", action="store_true", help=(
+        "Ray Serve's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1): clients reach the ingress "
+        "replica's own HTTP port (direct ingress, gRPC between deployments) instead of the proxy; the no-op app "
+        "and the app are both measured that way"))
     ap.add_argument("--app-args", default="{}", help="JSON overrides of the app's SearchAppArgs, e.g. "
                     "'{\"torch_threads\": 2}'")
     ap.add_argument("--target-recall", type=float, default=0.95)
@@ -260,6 +295,13 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
         print(json.dumps(asyncio.run(_loadgen(args.loadgen, float(args.qps), args.duration, args.concurrency,
                                               args.seed, args.noop))))
         return
+    if args.direct_ingress:  # read by Serve in every Ray process this bench starts, so set before Ray starts
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        # a replica stopping holds its port 30 s for a load balancer to deregister it; there is none here
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(free_port())
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(int(os.environ[
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) + DIRECT_PORTS)
     if args.smoke:
         args.n_items, args.factory, args.shards, args.train_sample = 5_000, "IVF16,Flat", 2, 5_000
         args.sweep, args.recall_queries, args.duration, args.concurrency = "4,16", 20, 2, 8
@@ -372,14 +414,15 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
     from serving.app import build_app
 
     init_ray()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1/search"
+    proxy_url = f"http://127.0.0.1:{port}/v1/search"
+    mode = "direct ingress (the replica's own port)" if args.direct_ingress else "through Serve's proxy"
+    print(f"clients reach the apps {mode}", flush=True)
     try:
         # 3a. the no-op Serve app
         serve.run(noop_app(), name="noop", route_prefix="/")
+        url = direct_url() if args.direct_ingress else proxy_url
         noop_closed = run_loadgen(url, 0, budget, args.concurrency, 1)
         noop_50 = run_loadgen(url, 50, args.duration, args.concurrency, 2)
         print(f"ceiling, no-op Serve app: closed loop {noop_closed['achieved_qps']:.1f} QPS "
@@ -394,6 +437,7 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
                              "query_encoder": "onnx", "onnx_dir": os.path.join(args.workdir, "export"),
                              "ingress_cpus": 1, "ingress_max_ongoing_requests": 256,
                              "max_queued_requests": 256, **app_overrides}), name="bench", route_prefix="/")
+        url = direct_url() if args.direct_ingress else proxy_url
         print(f"app up in {time.perf_counter() - t0:.1f} s", flush=True)
         closed = run_loadgen(url, 0, budget, args.concurrency, 3)
         ratio = closed["achieved_qps"] / ceiling

@@ -116,7 +116,8 @@ BENCHES = [
         "files": between(2, 4)}),
     # --smoke stands its two smoke sizes in for 100 k and 1 M; index_build_1m_s is nan until the build is wired
     Bench("scale.py", ("--smoke",), {"rss_ratio_1m_vs_100k": positive, "noop_matches_per_s_1m": positive}),
-    Bench("serving.py", ("--smoke",), {
+    # --direct-ingress: the bench's one extra code path (the replica's own port); the proxy path differs only in its URL
+    Bench("serving.py", ("--smoke", "--direct-ingress"), {
         "closed_qps": positive, "ratio_vs_ceiling": positive, "ceiling_qps": positive, "p99_ms_at_50qps": positive,
         "noop_p99_ms_at_50qps": positive, "recall10_persona": fraction, "onnx_top10_agreement": fraction,
         "search_value": positive}),
