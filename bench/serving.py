@@ -4,6 +4,7 @@
     python bench/serving.py --smoke            # every code path at toy size (< 60 s once Ray is up)
     python bench/serving.py --n-items 200000 --duration 10
     python bench/serving.py --factory HNSW32 --sweep 16,32,64,128   # a graph index, efSearch swept
+    python bench/serving.py --factory IVF1024,SQ8 --recall-only      # an index layout's recall and search time only
 
 What it measures, in order, all in this one process tree:
 
@@ -277,6 +278,9 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
         "and the app are both measured that way"))
     ap.add_argument("--app-args", default="{}", help="JSON overrides of the app's SearchAppArgs, e.g. "
                     "'{\"torch_threads\": 2}'")
+    ap.add_argument("--recall-only", action="store_true", help=(
+        "stop after step 1 (index build, the validation sweep, the test personas' recall): choosing an index "
+        "layout without the load runs; last line: serving: recall10_persona=... search_ms=..."))
     ap.add_argument("--target-recall", type=float, default=0.95)
     ap.add_argument("--recall-queries", type=int, default=500)
     ap.add_argument("--student", default=None, help="a trained student checkpoint (default: the caption-pretrained "
@@ -375,6 +379,14 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
     print(f"picked {knob}={value} ({search_ms:.2f} ms/query, 1 thread): recall@10 on the test personas "
           f"{recall10:.3f}   [target >= {args.target_recall}: {'PASS' if recall10 >= args.target_recall else 'FAIL'}]",
           flush=True)
+    if args.recall_only:
+        if own_workdir:
+            import shutil
+
+            shutil.rmtree(args.workdir, ignore_errors=True)
+        print(f"serving: recall10_persona={recall10:.4f} search_param={knob} search_value={value} "
+              f"search_ms={search_ms:.2f} n_items={args.n_items} factory={args.factory}")
+        return
 
     # 2. ONNX vs torch fp32 query encoder
     onnx = onnx_text_encoder(encoder, os.path.join(args.workdir, "export"), threads=1)

@@ -1,7 +1,7 @@
 """Benchmarks that cannot rot: every script in bench/ runs at its smoke size, and every library name
 a bench imports exists.
 
-* ``test_bench_smoke`` (slow, one per bench): runs the bench as users do (``python bench/x.py``,
+* ``test_bench_smoke`` (slow, one per line of ``BENCHES``): runs the bench as users do (``python bench/x.py``,
   the repository on ``PYTHONPATH``) with its smoke arguments, then parses its machine-readable last
   line (``<bench>: key=value ...``) and checks the listed figures are there and sane (finite, rates
   positive, shares within [0, 1]); unlisted keys may hold anything (a load average, nan for a
@@ -82,10 +82,15 @@ class Bench:
     script: str
     args: tuple[str, ...]
     checks: dict[str, Callable[[float], bool]] = field(default_factory=dict)
+    label: str = ""  # tells apart two runs of one script in test ids
 
     @property
     def name(self) -> str:
         return Path(self.script).stem
+
+    @property
+    def test_id(self) -> str:
+        return f"{self.name}-{self.label}" if self.label else self.name
 
     def fixtures(self) -> list[str]:
         return [f for a in self.args for _, f, _, _ in Formatter().parse(a) if f]
@@ -121,6 +126,9 @@ BENCHES = [
         "closed_qps": positive, "ratio_vs_ceiling": positive, "ceiling_qps": positive, "p99_ms_at_50qps": positive,
         "noop_p99_ms_at_50qps": positive, "recall10_persona": fraction, "onnx_top10_agreement": fraction,
         "search_value": positive}),
+    # --recall-only: step 1 alone (index tuning on the validation personas, no Serve)
+    Bench("serving.py", ("--smoke", "--recall-only"), {
+        "recall10_persona": fraction, "search_value": positive, "search_ms": positive}, label="recall-only"),
 ]
 # Benches known to lack a smoke setting yet, and why (none today); test_every_bench_runs_in_ci fails
 # for any other script in bench/ without a line above, and for one of these once it takes --smoke.
@@ -155,7 +163,7 @@ def parse_last_line(stdout: str, name: str) -> dict[str, float | str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bench", BENCHES, ids=lambda b: b.name)
+@pytest.mark.parametrize("bench", BENCHES, ids=lambda b: b.test_id)
 def test_bench_smoke(bench: Bench, request, tmp_path):
     values = {f: str(request.getfixturevalue(f)) for f in bench.fixtures()}
     args = [a.format(**values) for a in bench.args]
