@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -317,8 +319,9 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
     from serving.index import IndexBuildConfig, build_index, embeddings_table, exact_search
     from serving.search import LocalIndex
 
-    own_workdir = args.workdir is None
-    args.workdir = args.workdir or tempfile.mkdtemp(prefix="bench-serving-")
+    if args.workdir is None:  # removed however the run ends, after Ray has shut down (the finally below)
+        args.workdir = tempfile.mkdtemp(prefix="bench-serving-")
+        atexit.register(shutil.rmtree, args.workdir, ignore_errors=True)
     print(f"# bench/serving.py n_items={args.n_items:,} factory={args.factory} shards={args.shards} "
           f"cpus={os.cpu_count()} loadavg={open('/proc/loadavg').read().split()[:3]}", flush=True)
 
@@ -380,10 +383,6 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
           f"{recall10:.3f}   [target >= {args.target_recall}: {'PASS' if recall10 >= args.target_recall else 'FAIL'}]",
           flush=True)
     if args.recall_only:
-        if own_workdir:
-            import shutil
-
-            shutil.rmtree(args.workdir, ignore_errors=True)
         print(f"serving: recall10_persona={recall10:.4f} search_param={knob} search_value={value} "
               f"search_ms={search_ms:.2f} n_items={args.n_items} factory={args.factory}")
         return
@@ -471,10 +470,6 @@ def main() -> None:  # noqa: C901 - one linear script, printed as it goes
     finally:
         serve.shutdown()
         ray.shutdown()
-        if own_workdir:
-            import shutil
-
-            shutil.rmtree(args.workdir, ignore_errors=True)
     print(f"loadavg after: {open('/proc/loadavg').read().strip()}")
     print(f"serving: closed_qps={closed['achieved_qps']:.1f} ratio_vs_ceiling={ratio:.3f} "
           f"p99_ms_at_50qps={p99_50:.1f} noop_p99_ms_at_50qps={noop_50['p99_ms']:.1f} recall10_persona={recall10:.4f} "
